@@ -1,0 +1,95 @@
+"""The Python API: open a .pvqc file lazily, list tensors, decode one on demand."""
+
+from .codecs import codec_by_id
+from .container.reader import Container
+from .decoder import decode_float32, decode_stored
+from .errors import FormatError
+from .transforms import transform_by_id
+
+
+class PvqcFile:
+    """A .pvqc file opened for reading. Payloads are memory-mapped; nothing is decoded
+    until asked for. Use as a context manager or call close()."""
+
+    def __init__(self, path):
+        self._c = Container.open(path)
+        self.path = self._c.path
+
+    @property
+    def version(self) -> tuple:
+        return self._c.version
+
+    @property
+    def metadata(self) -> dict:
+        return dict(self._c.metadata)
+
+    @property
+    def names(self) -> list:
+        return self._c.names
+
+    def __contains__(self, name) -> bool:
+        return name in self._c.names
+
+    def info(self, name: str) -> dict:
+        """Everything the directory says about one tensor, as plain JSON-able values."""
+        rec = self._c.tensor(name)
+        return tensor_info(rec)
+
+    def decode(self, name: str):
+        """The tensor as float32 (exactly the spec's decoded values)."""
+        return decode_float32(self._c, self._c.tensor(name))
+
+    def decode_stored(self, name: str, dtype: str = None):
+        """The tensor in a storage dtype (raw tensors bit-identical; bfloat16 as uint16 bits)."""
+        return decode_stored(self._c, self._c.tensor(name), dtype)
+
+    def verify(self, decode: bool = True) -> list:
+        """Check every payload's CRC (and decode it unless decode=False).
+        Returns a list of (tensor name, error message); empty means the file is sound."""
+        problems = []
+        for rec in self._c.tensors:
+            try:
+                if decode:
+                    decode_float32(self._c, rec)
+                else:
+                    for i in range(len(rec.payloads)):
+                        self._c.payload(rec, i)
+            except FormatError as exc:
+                problems.append((rec.name, str(exc)))
+        return problems
+
+    @property
+    def container(self) -> Container:
+        return self._c
+
+    def close(self):
+        self._c.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def tensor_info(rec) -> dict:
+    codec = codec_by_id(rec.codec_id)
+    payload_bits = 8 * rec.payload_bytes
+    return {
+        "name": rec.name,
+        "dtype": rec.dtype,
+        "shape": list(rec.shape),
+        "matrix": [rec.rows, rec.cols],
+        "transform": transform_by_id(rec.transform_id).describe(rec.transform_params),
+        "codec": codec.describe(rec.codec_params),
+        "payloads": [
+            {"stream": p.stream.name, "coding": p.coding, "offset": p.offset, "bytes": p.length,
+             "symbols": p.stream.count, "width": p.stream.width, "crc32": f"{p.crc:08x}"}
+            for p in rec.payloads
+        ],
+        "bits_per_weight": (payload_bits / rec.numel) if rec.numel else 0.0,
+    }
+
+
+def open(path) -> PvqcFile:  # noqa: A001 - the natural name, as in pvqcodec.open(path)
+    return PvqcFile(path)

@@ -1,0 +1,35 @@
+"""The reference decoder's pipeline (spec section 7.3): payload -> streams -> codec -> inverse transform."""
+
+import numpy as np
+
+from . import dtypes
+from .codecs.raw import RawCodec
+from .coding import coding_by_id
+from .container.reader import Container, TensorRecord
+
+
+def decode_streams(container: Container, rec: TensorRecord, verify: bool = True) -> list:
+    """Every payload of the tensor, checksum-verified and decoded by its coding."""
+    return [
+        coding_by_id(p.coding).decode(container.payload(rec, i, verify), p.stream)
+        for i, p in enumerate(rec.payloads)
+    ]
+
+
+def decode_matrix(container: Container, rec: TensorRecord, verify: bool = True) -> np.ndarray:
+    """The tensor's matrix view (rows x cols) in float32, bit-exact per the spec."""
+    streams = decode_streams(container, rec, verify)
+    values = rec.codec.decode(rec.codec_params, rec.rows, rec.cols, rec.dtype, streams)
+    return rec.transform.inverse(np.ascontiguousarray(values, np.float32), rec.transform_params)
+
+
+def decode_float32(container: Container, rec: TensorRecord, verify: bool = True) -> np.ndarray:
+    return decode_matrix(container, rec, verify).reshape(rec.shape)
+
+
+def decode_stored(container: Container, rec: TensorRecord, dtype: str = None, verify: bool = True) -> np.ndarray:
+    """The tensor in a storage dtype (bfloat16 as uint16 bits). Raw tensors keep their own
+    dtype and bits; quantized ones are rounded from float32 to `dtype` (default: the source's)."""
+    if not rec.codec.quantizes:
+        return RawCodec.decode_stored(rec.dtype, decode_streams(container, rec, verify)).reshape(rec.shape)
+    return dtypes.from_float32(decode_float32(container, rec, verify), dtype or rec.dtype)
