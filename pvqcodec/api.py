@@ -45,7 +45,7 @@ class PvqcFile:
 
     def verify(self, decode: bool = True) -> list:
         """Check every payload's CRC (and decode it unless decode=False).
-        Returns a list of (tensor name, error message); empty means the file is sound."""
+        Returns a list of (tensor name, error code, message); empty means the file is sound."""
         problems = []
         for rec in self._c.tensors:
             try:
@@ -55,7 +55,7 @@ class PvqcFile:
                     for i in range(len(rec.payloads)):
                         self._c.payload(rec, i)
             except FormatError as exc:
-                problems.append((rec.name, str(exc)))
+                problems.append((rec.name, exc.code, str(exc)))
         return problems
 
     @property

@@ -244,8 +244,8 @@ def cmd_verify(args) -> int:
         problems = f.verify(decode=not args.no_decode)
         n = len(f.names)
     if problems:
-        for name, msg in problems:
-            print(f"pvqcodec: damaged: tensor {name!r}: {msg}", file=sys.stderr)
+        for name, code, msg in problems:
+            print(f"pvqcodec: damaged [{code}]: tensor {name!r}: {msg}", file=sys.stderr)
         print(f"{args.input}: {len(problems)} of {n} tensors damaged", file=sys.stderr)
         return EXIT_ERROR
     print(f"{args.input}: OK ({n} tensors, structure and checksums{'' if args.no_decode else ', decoded'})")
@@ -256,12 +256,15 @@ COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "verif
 
 
 def main(argv=None) -> int:
-    from .errors import PvqcodecError
+    from .errors import FormatError, PvqcodecError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except FormatError as exc:  # the spec's error name, for the conformance runner
+        print(f"pvqcodec: error [{exc.code}]: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except PvqcodecError as exc:
         print(f"pvqcodec: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

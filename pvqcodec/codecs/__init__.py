@@ -94,6 +94,8 @@ def all_codecs() -> list:
     return sorted(CODECS.values(), key=lambda c: c.id)
 
 
+# The codec modules shipped with pvqcodec; importing one registers it.
+BUILTIN_MODULES = ["raw", "pvq"]
 _loaded = False
 
 
@@ -101,5 +103,7 @@ def _load_builtin():
     global _loaded
     if not _loaded:
         _loaded = True
-        from . import raw  # noqa: F401
-        from . import pvq  # noqa: F401
+        import importlib
+
+        for mod in BUILTIN_MODULES:
+            importlib.import_module(f"{__name__}.{mod}")
