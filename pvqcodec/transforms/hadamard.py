@@ -1,4 +1,4 @@
-"""Hadamard matrices of the block orders the RHT uses (spec/transforms.md, 5.3.2-5.3.4).
+"""Hadamard matrices of the block orders the RHT uses (spec/transforms.md, 5.3.2-5.3.3).
 
 A block order b is either a power of two (H_b is the Sylvester matrix S_b) or
 b = h * q with q a power of two and h a *base order* from Paley's

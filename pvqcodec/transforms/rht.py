@@ -17,17 +17,16 @@ import math
 import numpy as np
 
 from ..errors import ParamsInvalid
-from .hadamard import MAX_BLOCK, _as_int, base_matrix, factor_block, sylvester
+from .hadamard import MAX_BLOCK, _as_int, base_matrix, factor_block
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 MIX1 = 0xBF58476D1CE4E5B9
 MIX2 = 0x94D049BB133111EB
 
-# Working-set size (elements) of one chunk of the inverse: small enough to stay in cache.
-_INV_CHUNK = 1 << 17
-# Largest dense Sylvester factor used by the forward transform (2^6 = 64).
-_FWD_FACTOR_LOG2 = 6
+# Working-set size of one chunk, in float32 elements (float64 chunks hold half as many):
+# small enough for the scratch buffers to stay in the cache.
+_CHUNK = 1 << 17
 
 
 # --- sign vectors ------------------------------------------------------------------------
@@ -148,48 +147,21 @@ def _prepare_axis(x, axis, block, what):
     return axis, block, h, q, n
 
 
-# --- forward (encoder, float64) ----------------------------------------------------------
-
-
-def _apply_factor(x: np.ndarray, F: np.ndarray, before: int, after: int) -> np.ndarray:
-    """Multiply F (f x f) into the middle axis of x viewed as (before, f, after); returns a new array."""
-    f = F.shape[0]
-    if after == 1:
-        return x.reshape(before, f) @ F.T
-    return np.matmul(F, x.reshape(before, f, after))
+# --- forward (encoder, float64) --------------------------------------------------------
 
 
 def forward_axis(x, axis, block, seed, side) -> np.ndarray:
     """The forward RHT of every vector along `axis` (float64; encoder-only, not bit-exact).
 
-    Block k of each vector x maps to c_b * H_b (s_k * x_k), s = signs(seed, side, n).
+    Block k of each vector x maps to c_b * H_b (s_k * x_k), s = signs(seed, side, n):
+    signs and scale, fast Walsh-Hadamard butterflies for S_q, a dense product for H_h.
     """
     x = np.asarray(x, dtype=np.float64)
     axis, block, h, q, n = _prepare_axis(x, axis, block, "forward_axis")
     seed = _check_seed(seed)
     side = _check_side(side)
-    L = int(np.prod(x.shape[:axis], dtype=np.int64))
-    T = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
-    if x.size == 0:
-        return np.zeros(x.shape, dtype=np.float64)
     cs = signs(seed, side, n).astype(np.float64) * float(block_scale(block))
-    # signs and scale first (both diagonal), then H_b = H_h (x) S_q on x viewed as
-    # (L, n/b, h, q, T); S_q itself as a Kronecker product of small Sylvester factors,
-    # S_{2^e} = S_{2^e1} (x) S_{2^e2} (x) ..., each a matrix product along its own axis.
-    y = x.reshape(L, n, T) * cs[None, :, None]
-    nb = n // block
-    e = q.bit_length() - 1
-    before, inner = L * nb * h, q
-    while e > 0:
-        e1 = min(e, _FWD_FACTOR_LOG2)
-        f = 1 << e1
-        inner //= f
-        y = _apply_factor(y, sylvester(e1).astype(np.float64), before, inner * T)
-        before *= f
-        e -= e1
-    if h > 1:
-        y = _apply_factor(y, base_matrix(h).astype(np.float64), L * nb, q * T)
-    return y.reshape(x.shape)
+    return _run_axis(x, axis, block, h, q, cs, forward=True)
 
 
 def forward_2d(W, seed, row_block, col_block) -> np.ndarray:
@@ -203,7 +175,25 @@ def forward_2d(W, seed, row_block, col_block) -> np.ndarray:
     return np.ascontiguousarray(Y)
 
 
-# --- inverse (decoder, bit-exact float32) ------------------------------------------------
+# --- the chunked engine (both directions) ----------------------------------------------
+
+
+def _butterflies(cur, q, free):
+    """Sylvester butterflies on cur viewed as (G, q, r): stage t pairs (i2, i2 + 2^t), bit t of i2 clear,
+    (a, b) <- (a + b, a - b), stages t = 0, 1, ... in order. Out of place, alternating between the two
+    buffers in `free`; returns the array holding the result (cur itself when q == 1)."""
+    G, r = cur.shape[0] * cur.shape[1], cur.shape[3]
+    s, nxt = 1, 0
+    while s < q:
+        out = free[nxt]
+        cv = cur.reshape(G, q // (2 * s), 2, s, r)
+        ov = out.reshape(G, q // (2 * s), 2, s, r)
+        a = cv[:, :, 0]
+        b = cv[:, :, 1]
+        np.add(a, b, out=ov[:, :, 0])
+        np.subtract(a, b, out=ov[:, :, 1])
+        cur, nxt, s = out, 1 - nxt, 2 * s
+    return cur
 
 
 def _inverse_chunk(src, h, q, bufs, HT):
@@ -212,20 +202,8 @@ def _inverse_chunk(src, h, q, bufs, HT):
     bufs: three C-contiguous float32 arrays of src's shape (scratch space).
     HT: H_h as float32 (h x h), or None when h == 1.
     """
-    g, _, _, r = src.shape
-    cur = src
-    # Step 1: Sylvester butterflies; stage t pairs (i2, i2 + 2^t) with bit t of i2 clear:
-    # (a, b) <- (a + b, a - b). Out of place, alternating between bufs[0] and bufs[1].
-    s, nxt = 1, 0
-    while s < q:
-        out = bufs[nxt]
-        cv = cur.reshape(g * h, q // (2 * s), 2, s, r)
-        ov = out.reshape(g * h, q // (2 * s), 2, s, r)
-        a = cv[:, :, 0]
-        b = cv[:, :, 1]
-        np.add(a, b, out=ov[:, :, 0])
-        np.subtract(a, b, out=ov[:, :, 1])
-        cur, nxt, s = out, 1 - nxt, 2 * s
+    # Step 1: Sylvester butterflies (stage order fixed).
+    cur = _butterflies(src, q, bufs[:2])
     if HT is None:
         return cur
     # Step 2: z[i_h] = sum_j H_h[j][i_h] * w[j], accumulated sequentially from j = 0.
@@ -239,11 +217,27 @@ def _inverse_chunk(src, h, q, bufs, HT):
     return acc
 
 
-def _inverse_core(x2, out2, block, h, q, cs, rows_layout=False):
-    """The inverse along one axis of a 2-D float32 array, written into out2 (any strides).
+def _forward_chunk(src, h, q, bufs, H, cs):
+    """c_b * H_b (s * x) on src, shape (g, h, q, r) (float64, any strides); cs = (s * c_b) shaped
+    (g, h, q, 1); H = H_h (float64) or None. Returns the result array (one of bufs)."""
+    np.multiply(src, cs, out=bufs[2])
+    cur = _butterflies(bufs[2], q, bufs[:2])
+    if H is None:
+        return cur
+    # z = H_h w along the h axis. numpy's own einsum loops, not BLAS: small products through a
+    # threaded BLAS are slow and erratic when the cores are busy.
+    g, _, _, r = cur.shape
+    out = [bf for bf in bufs if bf is not cur][0]
+    np.einsum("ij,gjk->gik", H, cur.reshape(g, h, q * r), out=out.reshape(g, h, q * r))
+    return out
+
+
+def _chunked(x2, out2, block, h, q, cs, rows_layout, forward):
+    """Transform along one axis of a 2-D array, written into out2 (any strides).
 
     rows_layout=False: x2 is (n, R) and the transform runs along axis 0 (every column).
     rows_layout=True: x2 is (R, n) and the transform runs along axis 1 (every row).
+    forward=False: the bit-exact float32 inverse; forward=True: the float64 forward.
     Work is done in cache-sized chunks of g blocks x r vectors, each held as
     (g, h, q, r) with the r vectors innermost.
     """
@@ -254,17 +248,24 @@ def _inverse_core(x2, out2, block, h, q, cs, rows_layout=False):
     nb = n // block
     if n == 0 or R == 0:
         return
-    HT = base_matrix(h).astype(np.float32) if h > 1 else None
-    r = max(1, min(R, _INV_CHUNK // block))
+    dtype = np.float64 if forward else np.float32
+    elems = _CHUNK if not forward else _CHUNK // 2
+    if h == 1:
+        M = None
+    elif forward:
+        M = base_matrix(h).astype(np.float64)  # forward: z = H_h w
+    else:
+        M = base_matrix(h).astype(np.float32)  # inverse: z = H_h^T w, row j of H_h for term j
+    r = max(1, min(R, elems // block))
     if 8 <= r < R:
         r -= r % 8
-    g = max(1, min(nb, _INV_CHUNK // (block * r)))
-    bufs = [np.empty((g, h, q, r), dtype=np.float32) for _ in range(3)]
+    g = max(1, min(nb, elems // (block * r)))
+    bufs = [np.empty((g, h, q, r), dtype=dtype) for _ in range(3)]
     if rows_layout:
         # staging areas for row-major chunks; rows padded so that their stride is not a power of two
         pad = g * block + 16
-        stage_in = np.empty((r, pad), dtype=np.float32)
-        stage_out = np.empty((r, pad), dtype=np.float32)
+        stage_in = np.empty((r, pad), dtype=dtype)
+        stage_out = np.empty((r, pad), dtype=dtype)
     for c0 in range(0, R, r):
         c1 = min(R, c0 + r)
         rc = c1 - c0
@@ -275,7 +276,7 @@ def _inverse_core(x2, out2, block, h, q, cs, rows_layout=False):
             if gc == g and rc == r:
                 bb = bufs
             else:
-                bb = [np.empty((gc, h, q, rc), dtype=np.float32) for _ in range(3)]
+                bb = [np.empty((gc, h, q, rc), dtype=dtype) for _ in range(3)]
             if rows_layout:
                 # copy the rows as they lie (cheap), then read them transposed from cache
                 sin = stage_in[:rc, :hi - lo]
@@ -285,12 +286,37 @@ def _inverse_core(x2, out2, block, h, q, cs, rows_layout=False):
             else:
                 src = x2[lo:hi, c0:c1].reshape(gc, h, q, rc)
                 dst = out2[lo:hi, c0:c1]
-            res = _inverse_chunk(src, h, q, bb, HT)
-            # Steps 3-4: multiply by c_b, then by s_i. One multiplication by (s_i * c_b) = +/-c_b
-            # gives the same float32 value: a product with -c_b is the negation of one with c_b.
-            np.multiply(res.reshape(gc * block, rc), cs[lo:hi, None], out=dst)
+            if forward:
+                res = _forward_chunk(src, h, q, bb, M, cs[lo:hi].reshape(gc, h, q, 1))
+                np.copyto(dst, res.reshape(gc * block, rc))
+            else:
+                res = _inverse_chunk(src, h, q, bb, M)
+                # Steps 3-4: multiply by c_b, then by s_i. One multiplication by (s_i * c_b) = +/-c_b
+                # gives the same float32 value: a product with -c_b is the negation of one with c_b.
+                np.multiply(res.reshape(gc * block, rc), cs[lo:hi, None], out=dst)
             if rows_layout:
                 np.copyto(out2[c0:c1, lo:hi], stage_out[:rc, :hi - lo])
+
+
+def _run_axis(y, axis, block, h, q, cs, forward):
+    """Apply the chunked engine along `axis` of an array of any rank; returns a new C-contiguous array."""
+    n = y.shape[axis]
+    out = np.empty(y.shape, dtype=np.float64 if forward else np.float32)
+    if y.size == 0:
+        return out
+    if y.ndim == 1:
+        _chunked(y.reshape(n, 1), out.reshape(n, 1), block, h, q, cs, False, forward)
+        return out
+    if y.ndim == 2:
+        _chunked(y, out, block, h, q, cs, axis == 1, forward)
+        return out
+    moved = np.ascontiguousarray(np.moveaxis(y, axis, 0))
+    res = np.empty(moved.shape, dtype=out.dtype)
+    _chunked(moved.reshape(n, -1), res.reshape(n, -1), block, h, q, cs, False, forward)
+    return np.ascontiguousarray(np.moveaxis(res, 0, axis))
+
+
+# --- inverse (decoder, bit-exact float32) ------------------------------------------------
 
 
 def inverse_axis(y, axis, block, seed, side) -> np.ndarray:
@@ -307,19 +333,7 @@ def inverse_axis(y, axis, block, seed, side) -> np.ndarray:
     seed = _check_seed(seed)
     side = _check_side(side)
     cs = signs(seed, side, n) * block_scale(block)  # exact: +/- c_b
-    out = np.empty(y.shape, dtype=np.float32)
-    if y.size == 0:
-        return out
-    if y.ndim == 1:
-        _inverse_core(y.reshape(n, 1), out.reshape(n, 1), block, h, q, cs)
-        return out
-    if y.ndim == 2:
-        _inverse_core(y, out, block, h, q, cs, rows_layout=(axis == 1))
-        return out
-    moved = np.ascontiguousarray(np.moveaxis(y, axis, 0))
-    res = np.empty(moved.shape, dtype=np.float32)
-    _inverse_core(moved.reshape(n, -1), res.reshape(n, -1), block, h, q, cs)
-    return np.ascontiguousarray(np.moveaxis(res, 0, axis))
+    return _run_axis(y, axis, block, h, q, cs, forward=False)
 
 
 def inverse_2d(Wp, seed, row_block, col_block) -> np.ndarray:
