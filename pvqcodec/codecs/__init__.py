@@ -95,7 +95,7 @@ def all_codecs() -> list:
 
 
 # The codec modules shipped with pvqcodec; importing one registers it.
-BUILTIN_MODULES = ["raw", "pvq"]
+BUILTIN_MODULES = ["raw", "pvq", "lattice", "trellis"]
 _loaded = False
 
 
