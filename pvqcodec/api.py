@@ -35,21 +35,39 @@ class PvqcFile:
         rec = self._c.tensor(name)
         return tensor_info(rec)
 
-    def decode(self, name: str):
-        """The tensor as float32 (exactly the spec's decoded values)."""
+    def decode(self, name: str, decoder: str = "python"):
+        """The tensor as float32 (exactly the spec's decoded values). decoder="c" uses the
+        C reference decoder (pvqcodec.cdecoder); both give the same bits."""
+        if _use_c(decoder):
+            return self._cdecoder().decode(name)
         return decode_float32(self._c, self._c.tensor(name))
 
-    def decode_stored(self, name: str, dtype: str = None):
+    def decode_stored(self, name: str, dtype: str = None, decoder: str = "python"):
         """The tensor in a storage dtype (raw tensors bit-identical; bfloat16 as uint16 bits)."""
+        if _use_c(decoder):
+            return self._cdecoder().decode_stored(name, dtype)
         return decode_stored(self._c, self._c.tensor(name), dtype)
 
-    def verify(self, decode: bool = True) -> list:
+    def _cdecoder(self):
+        """The C decoder over the same memory map (opened on first use)."""
+        if getattr(self, "_cdec", None) is None:
+            from .cdecoder import CDecoder
+
+            self._cdec = CDecoder(self._c._buf, path=self.path)
+        return self._cdec
+
+    def verify(self, decode: bool = True, decoder: str = "python") -> list:
         """Check every payload's CRC (and decode it unless decode=False).
-        Returns a list of (tensor name, error code, message); empty means the file is sound."""
+        Returns a list of (tensor name, error code, message); empty means the file is sound.
+        With decoder="c", decode=False still checks the payloads' contents (cheap)."""
         problems = []
         for rec in self._c.tensors:
             try:
-                if decode:
+                if _use_c(decoder):
+                    self._cdecoder().check(rec.name)
+                    if decode:
+                        self._cdecoder().decode(rec.name)
+                elif decode:
                     decode_float32(self._c, rec)
                 else:
                     for i in range(len(rec.payloads)):
@@ -63,6 +81,9 @@ class PvqcFile:
         return self._c
 
     def close(self):
+        if getattr(self, "_cdec", None) is not None:
+            self._cdec.close()
+            self._cdec = None
         self._c.close()
 
     def __enter__(self):
@@ -72,9 +93,15 @@ class PvqcFile:
         self.close()
 
 
+def _use_c(decoder: str) -> bool:
+    if decoder not in ("python", "c"):
+        raise ValueError(f"decoder must be 'python' or 'c', got {decoder!r}")
+    return decoder == "c"
+
+
 def tensor_info(rec) -> dict:
     codec = codec_by_id(rec.codec_id)
-    payload_bits = 8 * rec.payload_bytes
+    coded_bits = 8 * rec.coded_bytes
     return {
         "name": rec.name,
         "dtype": rec.dtype,
@@ -87,7 +114,8 @@ def tensor_info(rec) -> dict:
              "symbols": p.stream.count, "width": p.stream.width, "crc32": f"{p.crc:08x}"}
             for p in rec.payloads
         ],
-        "bits_per_weight": (payload_bits / rec.numel) if rec.numel else 0.0,
+        "params_bytes": rec.params_size,
+        "bits_per_weight": (coded_bits / rec.numel) if rec.numel else 0.0,
     }
 
 

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                    help="dtype of quantized tensors (default: each tensor's source dtype); raw tensors keep theirs")
     d.add_argument("-q", "--quiet", action="store_true")
+    d.add_argument("--decoder", choices=["python", "c"], default="python",
+                   help="the reference decoder to use: python (default) or c (ref_decoder_c, same bits)")
 
     i = sub.add_parser("info", help="describe a .pvqc file")
     i.add_argument("input")
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check a .pvqc file's structure, checksums and decodability")
     v.add_argument("input")
     v.add_argument("--no-decode", action="store_true", help="check structure and checksums only")
+    v.add_argument("--decoder", choices=["python", "c"], default="python",
+                   help="the reference decoder to use: python (default) or c (ref_decoder_c)")
     return p
 
 
@@ -154,7 +158,7 @@ def print_encode_summary(reports, file_size, seconds):
     print(f"{len(reports)} tensors ({len(q)} quantized, {len(reports) - len(q)} raw), {file_size:,} bytes in "
           f"{seconds:.1f} s ({allw / max(seconds, 1e-9) / 1e6:.2f} M weights/s)")
     if qw:
-        qbits = 8 * sum(r.payload_bytes for r in q) / qw
+        qbits = 8 * sum(r.coded_bytes for r in q) / qw
         mse = sum(r.info.get("mse", 0) * r.numel for r in q) / qw
         print(f"quantized tensors: {qbits:.4f} bits per weight, mean squared error {mse:.4g}")
     print(f"whole file: {8 * file_size / max(allw, 1):.4f} bits per weight")
@@ -182,7 +186,7 @@ def cmd_decode(args) -> int:
             out_dtype = rec.dtype if not rec.codec.quantizes else (args.dtype or rec.dtype)
 
             def produce(rec=rec, out_dtype=out_dtype):
-                arr = f.decode_stored(rec.name, out_dtype)
+                arr = f.decode_stored(rec.name, out_dtype, decoder=args.decoder)
                 bar.update(rec.numel)
                 return arr
 
@@ -241,7 +245,7 @@ def cmd_verify(args) -> int:
     from .api import PvqcFile
 
     with PvqcFile(args.input) as f:
-        problems = f.verify(decode=not args.no_decode)
+        problems = f.verify(decode=not args.no_decode, decoder=args.decoder)
         n = len(f.names)
     if problems:
         for name, code, msg in problems:
