@@ -76,7 +76,7 @@ def main():
         import pvqcodec
 
         with pvqcodec.open(out) as f:
-            qbytes = sum(f.container.tensor(n).payload_bytes for n in names)
+            qbytes = sum(f.container.tensor(n).coded_bytes for n in names)
         per = {}
         err_sum = sig_sum = 0.0
         with SafetensorsSource.open(dec) as d:

@@ -1,4 +1,4 @@
-"""Payload and header checksums: CRC-32 (spec section 2.4).
+"""Payload and header checksums: CRC-32 (spec section 2.3).
 
 The algorithm is the CRC-32 of ISO 3309 / ITU-T V.42 as used by zlib, gzip and
 PNG: reflected polynomial 0xEDB88320, initial value 0xFFFFFFFF, final XOR

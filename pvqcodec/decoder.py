@@ -6,6 +6,7 @@ from . import dtypes
 from .codecs.raw import RawCodec
 from .coding import coding_by_id
 from .container.reader import Container, TensorRecord
+from .errors import PayloadCorrupt
 
 
 def decode_streams(container: Container, rec: TensorRecord, verify: bool = True) -> list:
@@ -19,8 +20,20 @@ def decode_streams(container: Container, rec: TensorRecord, verify: bool = True)
 def decode_matrix(container: Container, rec: TensorRecord, verify: bool = True) -> np.ndarray:
     """The tensor's matrix view (rows x cols) in float32, bit-exact per the spec."""
     streams = decode_streams(container, rec, verify)
-    values = rec.codec.decode(rec.codec_params, rec.rows, rec.cols, rec.dtype, streams)
-    return rec.transform.inverse(np.ascontiguousarray(values, np.float32), rec.transform_params)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught by check_finite
+        values = rec.codec.decode(rec.codec_params, rec.rows, rec.cols, rec.dtype, streams)
+        w = rec.transform.inverse(np.ascontiguousarray(values, np.float32), rec.transform_params)
+    check_finite(rec, w)
+    return w
+
+
+def check_finite(rec: TensorRecord, w: np.ndarray) -> None:
+    """Spec 7.3 step 3: a quantized tensor whose decoded values are not all finite is corrupt.
+    (Non-finite values could come only from overflowing scales; NaN bit patterns are not
+    portable, so they are rejected rather than passed on.)"""
+    if rec.codec.quantizes and not np.isfinite(w).all():
+        bad = int(np.flatnonzero(~np.isfinite(w.reshape(-1)))[0])
+        raise PayloadCorrupt(f"tensor {rec.name!r}: decoded value {bad} (row {bad // rec.cols}) is not finite")
 
 
 def decode_float32(container: Container, rec: TensorRecord, verify: bool = True) -> np.ndarray:

@@ -209,8 +209,22 @@ def to_float32(array, dtype_name: str) -> np.ndarray:
     if dtype_name == "float16":
         if a.dtype.kind != "f" or a.dtype.itemsize != 2:
             raise TypeError(f"float16 storage must be a float16 array, got {a.dtype}")
-        return a.astype(np.float32)
+        return f16_bits_to_f32(a.view(np.uint16))
     raise _unknown_name(dtype_name)
+
+
+def f16_bits_to_f32(u16) -> np.ndarray:
+    """Exact float16 -> float32 on bit patterns (spec 3.4): NaN payloads kept, signalling
+    NaNs not quieted (hardware conversions may quiet them, so this does not use one)."""
+    u = np.asarray(u16, np.uint16).astype(np.uint32)
+    sign = (u & 0x8000) << 16
+    exp = (u >> 10) & 0x1F
+    man = u & 0x3FF
+    normal = sign | ((exp + 112) << 23) | (man << 13)
+    special = sign | 0x7F800000 | (man << 13)
+    sub = (man.astype(np.float32) * np.float32(2.0**-24)).view(np.uint32) | sign
+    bits = np.where(exp == 31, special, np.where(exp == 0, sub, normal))
+    return bits.astype(np.uint32).view(np.float32)
 
 
 def from_float32(f32, dtype_name: str) -> np.ndarray:

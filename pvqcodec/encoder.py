@@ -38,14 +38,14 @@ class TensorReport:
     dtype: str
     codec: str
     numel: int
-    payload_bytes: int
+    coded_bytes: int  # payloads plus parameter blocks
     sqnr_db: float = None  # None for raw tensors (exact)
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
 
     @property
     def bits_per_weight(self) -> float:
-        return 8 * self.payload_bytes / self.numel if self.numel else 0.0
+        return 8 * self.coded_bytes / self.numel if self.numel else 0.0
 
 
 def tensor_seed(seed: int, name: str) -> int:
@@ -111,8 +111,8 @@ def encode_tensor(name: str, stored: np.ndarray, dtype: str, options: EncodeOpti
     payloads = [(raw_coding.id, raw_coding.encode(s, spec)) for s, spec in zip(enc.streams, specs)]
     entry = TensorToWrite(name, dtype, shape, rows, cols, transform.id, transform.build_params(tparams),
                           codec.id, codec.build_params(enc.params), payloads)
-    report = TensorReport(name, shape, dtype, codec.name, rows * cols, sum(p.size for _, p in payloads),
-                          info=dict(enc.info))
+    coded = sum(p.size for _, p in payloads) + len(entry.transform_params) + len(entry.codec_params)
+    report = TensorReport(name, shape, dtype, codec.name, rows * cols, coded, info=dict(enc.info))
     if codec.quantizes:
         # Decode through the reference decoder's own arithmetic: the SQNR is of what users get.
         values = codec.decode(codec.parse_params(entry.codec_params, rows, cols, dtype), rows, cols, dtype,

@@ -81,7 +81,7 @@ class LimitExceeded(FormatError):
 
 
 class ChecksumMismatch(FormatError):
-    """A CRC-32C does not match the bytes it covers."""
+    """A CRC-32 does not match the bytes it covers."""
 
     code = "checksum_mismatch"
 

@@ -117,7 +117,7 @@ def test_fractional_rate_reported_exactly(encoded, tmp_path, capsys):
     assert run(["encode", src, out, "--bits", "2.25", "-q"], capsys)[0] == 0
     with Container.open(out) as c:
         rec = c.tensor("a.weight")
-        bpw = 8 * rec.payload_bytes / rec.numel
+        bpw = 8 * rec.coded_bytes / rec.numel
     assert 2.0 < bpw <= 2.25
 
 

@@ -253,3 +253,15 @@ def test_names():
     assert dtypes.normalize_dtype_name("F32") == "float32"
     with pytest.raises(InputError, match="unknown dtype"):
         dtypes.normalize_dtype_name("int4")
+
+
+def test_float16_widening_is_exact_on_all_patterns_and_keeps_signalling_nans():
+    from pvqcodec.dtypes import f16_bits_to_f32
+
+    pats = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    got = f16_bits_to_f32(pats).view(np.uint32)
+    for p, g in ((0x7C01, 0x7F802000), (0xFD23, 0xFFA46000), (0x7E00, 0x7FC00000), (0x0001, 0x33800000),
+                 (0x8000, 0x80000000), (0x3C00, 0x3F800000), (0xFC00, 0xFF800000), (0x03FF, 0x387FC000)):
+        assert got[p] == g, hex(p)
+    finite = (pats & 0x7C00) != 0x7C00
+    assert np.array_equal(got[finite].view(np.float32), pats[finite].view(np.float16).astype(np.float32))

@@ -57,6 +57,7 @@ class TensorRecord:
     codec_id: int
     codec_params: dict
     payloads: list = field(default_factory=list)
+    params_size: int = 0  # bytes of the transform and codec parameter blocks (side information)
 
     @property
     def numel(self) -> int:
@@ -73,6 +74,11 @@ class TensorRecord:
     @property
     def payload_bytes(self) -> int:
         return sum(p.length for p in self.payloads)
+
+    @property
+    def coded_bytes(self) -> int:
+        """Payloads plus parameter blocks: what the tensor costs, as rates are reported."""
+        return self.payload_bytes + self.params_size
 
 
 def align_up(x: int, a: int = fmt.PAYLOAD_ALIGNMENT) -> int:
@@ -246,15 +252,15 @@ class Container:
         dtype = fmt.DTYPE_NAMES[e.dtype]
         transform = transform_by_id(e.transform_id)
         codec = codec_by_id(e.codec_id)
+        if numel == 0 and codec.quantizes:
+            raise ParamsInvalid(f"{where}a tensor with no elements must use the raw codec")
+        if codec.needs_identity_transform and transform.id != 0:
+            raise ParamsInvalid(f"{where}codec {codec.name} requires the identity transform")
         try:
             tparams = transform.parse_params(e.transform_params, e.rows, e.cols)
             cparams = codec.parse_params(e.codec_params, e.rows, e.cols, dtype)
         except ParamsInvalid as exc:
             raise type(exc)(f"{where}{exc}") from None
-        if codec.needs_identity_transform and transform.id != 0:
-            raise ParamsInvalid(f"{where}codec {codec.name} requires the identity transform")
-        if numel == 0 and codec.quantizes:
-            raise ParamsInvalid(f"{where}a tensor with no elements must use the raw codec")
         specs = codec.streams(cparams, e.rows, e.cols, dtype)
         if len(e.payloads) > fmt.MAX_PAYLOADS:
             raise LimitExceeded(f"{where}{len(e.payloads)} payloads exceed the limit {fmt.MAX_PAYLOADS}")
@@ -268,7 +274,8 @@ class Container:
                     f"{where}raw payload {spec.name!r} is {p.length} bytes; {spec.count} symbols of {spec.width} bits need {coding.expected_length(spec)}"
                 )
             payloads.append(PayloadRecord(p.coding, p.offset, p.length, p.crc, spec))
-        return TensorRecord(i, name, dtype, tuple(e.shape), e.rows, e.cols, e.transform_id, tparams, e.codec_id, cparams, payloads)
+        return TensorRecord(i, name, dtype, tuple(e.shape), e.rows, e.cols, e.transform_id, tparams, e.codec_id, cparams,
+                            payloads, len(e.transform_params) + len(e.codec_params))
 
     # ---- section 7: payload layout -------------------------------------------------------
 
