@@ -1,0 +1,385 @@
+"""pvqcodec's CUDA kernels: build on first use, cached, and thin torch wrappers.
+
+The kernels (this folder's .cu files) compile with `torch.utils.cpp_extension.load` the
+first time they are needed, into a cache directory keyed by a hash of the sources, the
+torch version, the CUDA version and the GPU architecture:
+`$PVQCODEC_GPU_CACHE` or `~/.cache/pvqcodec/gpu/<hash>/`. A later process loads the built
+module from there without compiling. Building needs the CUDA toolkit (nvcc) of the major
+version torch was built with, and ninja.
+
+All kernels are compiled with `-fmad=false`; the bit-exact ones (the inverse RHT of spec
+5.3.6, the PVQ decoded value of 6.2.5, the trellis decoded value, the lattice decoded value of 6.4.6) use the correctly rounded
+intrinsics too. The fused products use explicit FMAs and are not bit-exact.
+
+Nothing here is imported by `import pvqcodec`; `pvqcodec.torch` uses it on CUDA tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SOURCES = ["bindings.cpp", "rht.cu", "pvq.cu", "trellis_decode.cu", "trellis_gemv.cu", "lattice_decode.cu",
+           "lattice_gemv.cu"]
+HEADERS = ["common.cuh", "trellis.cuh", "lattice.cuh"]
+CUDA_FLAGS = ["-O3", "-fmad=false", "--expt-relaxed-constexpr", "-lineinfo"]
+_lock = threading.Lock()
+_module = None
+
+
+def cache_root() -> Path:
+    env = os.environ.get("PVQCODEC_GPU_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "pvqcodec" / "gpu"
+
+
+def _arch(torch) -> str:
+    major, minor = torch.cuda.get_device_capability()
+    return f"{major}.{minor}"
+
+
+def build_key(torch) -> str:
+    h = hashlib.sha256()
+    for name in SOURCES + HEADERS:
+        h.update(name.encode())
+        h.update((HERE / name).read_bytes())
+    h.update(" ".join(CUDA_FLAGS).encode())
+    h.update(f"{torch.__version__}|{torch.version.cuda}|{_arch(torch)}".encode())
+    return h.hexdigest()[:16]
+
+
+def load(verbose: bool = False):
+    """The compiled extension (built on first use, then loaded from the cache)."""
+    global _module
+    if _module is not None:
+        return _module
+    with _lock:
+        if _module is not None:
+            return _module
+        import torch
+        from torch.utils import cpp_extension
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("pvqcodec GPU kernels need a CUDA device (torch.cuda.is_available() is False)")
+        key = build_key(torch)
+        build_dir = cache_root() / key
+        build_dir.mkdir(parents=True, exist_ok=True)
+        arch = _arch(torch)
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", arch)
+        _module = cpp_extension.load(
+            name=f"pvqc_gpu_{key}",
+            sources=[str(HERE / s) for s in SOURCES],
+            extra_cflags=["-O2"],
+            extra_cuda_cflags=CUDA_FLAGS + [f"-gencode=arch=compute_{arch.replace('.', '')},code=sm_{arch.replace('.', '')}"],
+            build_directory=str(build_dir),
+            verbose=verbose,
+        )
+        return _module
+
+
+# ---- the RHT of one side (spec 5.3) ---------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def _block_consts(b: int):
+    from pvqcodec.transforms import hadamard, rht
+
+    h, q = hadamard.factor_block(b) if b > 1 else (1, 1)
+    H = hadamard.base_matrix(h).copy() if h > 1 else np.zeros(1, np.int8)
+    return h, q, H, float(rht.block_scale(b))
+
+
+_H_DEVICE = {}
+
+
+def _h_tensor(h, H, device):
+    import torch
+
+    key = (h, str(device))
+    t = _H_DEVICE.get(key)
+    if t is None:
+        t = torch.from_numpy(np.ascontiguousarray(H, np.int8).reshape(-1)).to(device)
+        _H_DEVICE[key] = t
+    return t
+
+
+def max_block(h: int) -> int:
+    """Largest block the shared-memory kernel takes (227 KB of shared memory per block)."""
+    return (227 * 1024) // (4 * (2 if h > 1 else 1))
+
+
+def seed_bits(seed: int) -> int:
+    """The uint64 seed as the int64 with the same bits (what the kernels take)."""
+    seed = int(seed) & ((1 << 64) - 1)
+    return seed - (1 << 64) if seed >= 1 << 63 else seed
+
+
+def rht_side(x, block: int, seed: int, side: int, forward: bool, out_dtype=None, out=None):
+    """Every row of x (V x N, CUDA) through the side transform of `block` (signs of `side`):
+    forward y = c_b H_b (s * x) per block, or the spec's bit-exact inverse (5.3.6)."""
+    import torch
+
+    mod = load()
+    x = x.contiguous()
+    h, q, H, cb = _block_consts(int(block))
+    if block > max_block(h):
+        raise ValueError(f"RHT block {block} exceeds the GPU kernel's shared-memory limit")
+    if out is None:
+        out = torch.empty(x.shape, dtype=out_dtype or x.dtype, device=x.device)
+    mod.rht_side(x, out, int(block), h, q, _h_tensor(h, H, x.device), seed_bits(seed), int(side), bool(forward), cb)
+    return out
+
+
+def inverse_rht_2d(wp, seed: int, row_block: int, col_block: int, out_dtype=None):
+    """W = A^T W' B, bit-exact in float32 (the row side first, then the column side);
+    the last pass writes `out_dtype` (rounded to nearest even from the float32 result)."""
+    import torch
+
+    t = wp.t().contiguous()
+    rht_side(t, row_block, seed, 0, False, out=t)
+    x = t.t().contiguous()
+    return rht_side(x, col_block, seed, 1, False, out_dtype=out_dtype or torch.float32)
+
+
+# ---- PVQ (spec 6.2) --------------------------------------------------------------------------
+
+PVQ_LIMBS = (1, 2, 3, 4, 6, 8, 12, 17)
+_NTAB = {}
+
+
+def pvq_count_table(d: int, k: int, device):
+    import torch
+
+    from pvqcodec.codecs.pvq import enumeration
+
+    key = (d, k, str(device))
+    t = _NTAB.get(key)
+    if t is None:
+        T = enumeration.count_table(d, k)
+        limbs = next(l for l in PVQ_LIMBS if l >= T.shape[2])
+        pad = np.zeros((d + 1, k + 1, limbs), np.uint64)
+        pad[:, :, : T.shape[2]] = T
+        t = torch.from_numpy(pad.view(np.int64)).to(device)
+        _NTAB[key] = t
+    return t
+
+
+def pvq_decode(payloads, params: dict, rows: int, cols: int, out=None):
+    """W' (float32, rows x cols) from the three raw payloads (uint8 CUDA tensors) in stream
+    order (row_scales, gains, shapes). Raises PayloadCorrupt as the reference decoder does."""
+    import torch
+
+    from pvqcodec.codecs.pvq import enumeration
+    from pvqcodec.errors import PayloadCorrupt
+
+    mod = load()
+    scales, gains, shapes = payloads
+    d, k, gb = params["group_size"], params["pulses"], params["gain_bits"]
+    dev = shapes.device
+    gtab = torch.as_tensor(np.asarray(params["gain_table"], np.float32), device=dev)
+    if out is None:
+        out = torch.empty((rows, cols), dtype=torch.float32, device=dev)
+    err = torch.zeros(1, dtype=torch.int32, device=dev)
+    mod.pvq_decode(shapes, gains, scales, gtab, pvq_count_table(d, k, dev), d, k, enumeration.index_bits(d, k), gb,
+                   rows, cols, out, err)
+    e = int(err.item())
+    if e & 2:
+        raise PayloadCorrupt("pvq row scale is not finite")
+    if e & 1:
+        raise PayloadCorrupt(f"pvq shape index >= N({d}, {k})")
+    return out
+
+
+# ---- trellis (codec id 2) ----------------------------------------------------------------------
+
+_HYB = {}
+
+
+def _hyb(device):
+    import torch
+
+    from pvqcodec.codecs.trellis import codes
+
+    t = _HYB.get(str(device))
+    if t is None:
+        t = torch.from_numpy(np.ascontiguousarray(codes.hyb_table(), np.float32)).to(device)
+        _HYB[str(device)] = t
+    return t
+
+
+def _as_words(p):
+    import torch
+
+    return p.view(torch.int32) if p.dtype == torch.uint8 else p
+
+
+def trellis_decode(payloads, params: dict, rows: int, cols: int, out_dtype=None, out=None):
+    """W' (rows x cols) from the trellis payloads (uint8 CUDA tensors): bit-exact in float32."""
+    import torch
+
+    from pvqcodec.errors import PayloadCorrupt
+
+    mod = load()
+    words = _as_words(payloads[0])
+    rs = payloads[1].view(torch.int16) if params["row_scales"] else torch.empty(0, dtype=torch.int16, device=words.device)
+    if out is None:
+        out = torch.empty((rows, cols), dtype=out_dtype or torch.float32, device=words.device)
+    err = torch.zeros(1, dtype=torch.int32, device=words.device)
+    mod.trellis_decode(words, rs, params["code"], params["L"], params["k"], float(params["scale"]), rows, cols,
+                       _hyb(words.device), out, err)
+    if params["row_scales"] and int(err.item()):
+        raise PayloadCorrupt("trellis row scale is not finite")
+    return out
+
+
+def gemv_split(rows: int, cols: int, mt: int, sms: int = 132) -> int:
+    """Tile columns per block of the fused product: the x slice fits 32 KB of shared memory,
+    and there are at least 4 blocks per multiprocessor where the matrix allows."""
+    ti, tj = -(-rows // 16), -(-cols // 16)
+    jr = max(1, min(tj, 512 // mt))
+    want = 4 * sms
+    if ti * -(-tj // jr) < want:
+        splits = -(-want // ti)
+        jr = max(16, -(-tj // splits))
+    return min(jr, tj)
+
+
+def trellis_gemv(payloads, params: dict, rows: int, cols: int, x, jr: int = None):
+    """y' = x' W'^T (float32, m x rows) for x' float32 (m x cols), m <= 16, fused."""
+    import torch
+
+    mod = load()
+    words = _as_words(payloads[0])
+    rs = payloads[1].view(torch.int16) if params["row_scales"] else torch.empty(0, dtype=torch.int16, device=words.device)
+    m = x.shape[0]
+    mt = 1 if m <= 1 else 2 if m <= 2 else 4 if m <= 4 else 8 if m <= 8 else 16
+    y = torch.zeros((m, rows), dtype=torch.float32, device=x.device)
+    mod.trellis_gemv(words, rs, params["code"], params["L"], params["k"], float(params["scale"]), rows, cols,
+                     _hyb(words.device), x.contiguous(), y, jr or gemv_split(rows, cols, mt))
+    return y
+
+
+# ---- lattice (codec id 3, spec codecs/lattice.md) -----------------------------------------------
+
+# Field offsets of the packed tables (gpu_decoder/lattice.cuh).
+LATTICE_TPOS = (2, 18, 5, 21, 8, 24, 11, 27)
+LATTICE_KPOS = (0, 16, 4, 20, 8, 24, 12, 28)
+#: d = a - m of spec 6.4.5, times 512 (U[l] = k_l + d with k_l in E8); lattice.cuh has a copy.
+LATTICE_D512 = (0, 24, 44, 60, 72, 80, 84, 428)
+
+
+@lru_cache(maxsize=1)
+def lattice_tables_np() -> np.ndarray:
+    """The three packed 256-entry tables T, S, K of lattice.cuh (uint32, 768 values), built
+    from the Python codec's pattern table and stage table, with checks that they encode them."""
+    from pvqcodec.codecs.lattice import e8p, stages
+
+    base2 = e8p.BASE2.astype(np.int64)  # doubled signed bases, odd in -5..5
+    T = np.zeros(256, np.uint64)
+    for i, pos in enumerate(LATTICE_TPOS):
+        T |= ((base2[:, i] + 7) // 2).astype(np.uint64) << np.uint64(pos)
+    b = np.arange(256)
+    p = np.array([bin(v).count("1") & 1 for v in b])
+    m = b ^ p
+    S = (p.astype(np.uint64) << np.uint64(1)) | (p.astype(np.uint64) << np.uint64(17))
+    for i, pos in enumerate(LATTICE_TPOS):
+        S |= (((m >> i) & 1) * 7).astype(np.uint64) << np.uint64(pos)
+    u512 = stages.STAGE_U.astype(np.float64) * 512
+    d = np.asarray(LATTICE_D512, np.float64)
+    k2 = (u512 - d) / 256  # 2 k_l
+    if not (np.all(k2 == np.round(k2)) and k2.min() >= -4 and k2.max() <= 11):
+        raise AssertionError("stage table: U - d is not a half-integer vector of the expected range")
+    K = np.zeros(256, np.uint64)
+    for i, pos in enumerate(LATTICE_KPOS):
+        K |= (k2[:, i].astype(np.int64) + 4).astype(np.uint64) << np.uint64(pos)
+    out = np.concatenate([T, S, K]).astype(np.uint32)
+    # the tables reproduce the codebook and U exactly
+    w = np.arange(1 << 16)
+    ts = out[w >> 8].astype(np.int64) ^ out[256 + (w & 255)].astype(np.int64)
+    pts = np.stack([((ts >> q) & 7) for q in LATTICE_TPOS], 1) - 3.5 + np.where(ts & 2, -0.25, 0.25)[:, None]
+    if not np.array_equal(pts.astype(np.float32), e8p.e8p_codebook()):
+        raise AssertionError("lattice tables T, S do not reproduce the E8P codebook")
+    kk = np.stack([((out[512:].astype(np.int64) >> q) & 15) for q in LATTICE_KPOS], 1)
+    if not np.array_equal(((kk - 4) * 0.5 + d / 512).astype(np.float32), stages.STAGE_U):
+        raise AssertionError("lattice table K does not reproduce U")
+    return out
+
+
+_LAT = {}
+
+
+def _lattice_tabs(device):
+    import torch
+
+    t = _LAT.get(str(device))
+    if t is None:
+        t = torch.from_numpy(lattice_tables_np().view(np.int32).copy()).to(device)
+        _LAT[str(device)] = t
+    return t
+
+
+_EMPTY = {}
+
+
+def _empty(dtype, device):
+    import torch
+
+    key = (dtype, str(device))
+    t = _EMPTY.get(key)
+    if t is None:
+        t = _EMPTY[key] = torch.empty(0, dtype=dtype, device=device)
+    return t
+
+
+def lattice_prepare(payloads, params: dict) -> tuple:
+    """The kernels' arguments for one tensor: (patterns, signs, stage2, stage3, row scales as
+    int16, tables, stages, s1, s2, s3); absent streams are empty tensors. Prepare once per layer:
+    the fused product is short enough for Python overhead to show."""
+    import torch
+
+    pos = 0
+    dev = payloads[-1].device
+    if params["row_scales"]:
+        rs = payloads[0].view(torch.int16)
+        pos = 1
+    else:
+        rs = _empty(torch.int16, dev)
+    k = int(params["stages"])
+    pat, sgn = payloads[pos], payloads[pos + 1]
+    l2 = payloads[pos + 2] if k >= 2 else _empty(torch.uint8, dev)
+    l3 = payloads[pos + 3] if k >= 3 else _empty(torch.uint8, dev)
+    sc = [float(np.float32(v)) for v in np.asarray(params["scales"], np.float32)] + [0.0] * (3 - k)
+    return (pat, sgn, l2, l3, rs, _lattice_tabs(dev), k, sc[0], sc[1], sc[2])
+
+
+def lattice_decode(payloads, params: dict, rows: int, cols: int, out_dtype=None, out=None, check: bool = True,
+                   prepared=None):
+    """W' (rows x cols) from the lattice payloads (uint8 CUDA tensors in stream order):
+    bit-exact with `LatticeCodec.decode` in float32; float16 / bfloat16 round that value.
+    Raises PayloadCorrupt for a non-finite row scale (check=False skips the device sync)."""
+    import torch
+
+    from pvqcodec.errors import PayloadCorrupt
+
+    mod = load()
+    a = prepared or lattice_prepare(payloads, params)
+    dev = a[0].device
+    if out is None:
+        out = torch.empty((rows, cols), dtype=out_dtype or torch.float32, device=dev)
+    err = torch.zeros(1, dtype=torch.int32, device=dev)
+    mod.lattice_decode(*a, rows, cols, out, err)
+    if check and params["row_scales"] and int(err.item()):
+        raise PayloadCorrupt("lattice row scale is not finite")
+    return out
+
+
+def lattice_gemv(payloads, params: dict, rows: int, cols: int, x, kb: int = 0, prepared=None):
+    """y' = x' W'^T (float32, m x rows) for x' (m x cols, m <= 16; used as float16), fused:
+    tensor-core products on float16 fragments decoded in registers. kb: chunks of 512 columns
+    per block (0: one wave of blocks, chosen by the extension)."""
+    return load().lattice_gemv(*(prepared or lattice_prepare(payloads, params)), rows, cols, x, int(kb or 0))

@@ -1,0 +1,27 @@
+// Python bindings of the pvqcodec GPU kernels (gpu_decoder/*.cu).
+#include <torch/extension.h>
+
+void rht_side(const at::Tensor& in, at::Tensor& out, int64_t b, int64_t h, int64_t q, const at::Tensor& H,
+              int64_t seed, int64_t side, bool forward, double cb);
+void pvq_decode(const at::Tensor& shapes, const at::Tensor& gains, const at::Tensor& scales, const at::Tensor& gtab,
+                const at::Tensor& ntab, int64_t d, int64_t k, int64_t ibits, int64_t gbits, int64_t rows,
+                int64_t cols, at::Tensor& out, at::Tensor& err);
+void trellis_decode(const at::Tensor& words, const at::Tensor& rscale, int64_t code, int64_t L, int64_t k,
+                    double scale, int64_t rows, int64_t cols, const at::Tensor& hyb, at::Tensor& out, at::Tensor& err);
+void trellis_gemv(const at::Tensor& words, const at::Tensor& rscale, int64_t code, int64_t L, int64_t k, double scale,
+                  int64_t rows, int64_t cols, const at::Tensor& hyb, const at::Tensor& x, at::Tensor& y, int64_t jr);
+void lattice_decode(const at::Tensor& pat, const at::Tensor& sgn, const at::Tensor& l2, const at::Tensor& l3,
+                    const at::Tensor& rscale, const at::Tensor& tabs, int64_t stages, double s1, double s2,
+                    double s3, int64_t rows, int64_t cols, at::Tensor& out, at::Tensor& err);
+at::Tensor lattice_gemv(const at::Tensor& pat, const at::Tensor& sgn, const at::Tensor& l2, const at::Tensor& l3,
+                        const at::Tensor& rscale, const at::Tensor& tabs, int64_t stages, double s1, double s2,
+                        double s3, int64_t rows, int64_t cols, const at::Tensor& x, int64_t kb);
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.def("rht_side", &rht_side, "one side of the RHT on every row (spec 5.3.6; forward for activations)");
+    m.def("pvq_decode", &pvq_decode, "PVQ payloads -> W' float32 (spec 6.2.5, bit-exact)");
+    m.def("trellis_decode", &trellis_decode, "trellis payloads -> W' (bit-exact in float32)");
+    m.def("trellis_gemv", &trellis_gemv, "fused trellis decode + product with 1..16 activation rows");
+    m.def("lattice_decode", &lattice_decode, "lattice payloads -> W' (spec 6.4.6, bit-exact in float32)");
+    m.def("lattice_gemv", &lattice_gemv, "fused lattice decode + product with 1..16 activation rows (tensor cores)");
+}

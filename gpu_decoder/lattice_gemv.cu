@@ -1,0 +1,332 @@
+// Fused lattice decode + matrix product y'[n][r] = sum_c W'[r][c] x'[n][c] for 1..16 rows of
+// activations x' (float16, already through the column-side RHT). W' never reaches memory: the
+// codewords are decoded in registers straight into float16 tensor-core fragments
+// (mma.sync m16n8k16, float32 accumulators), and every payload byte is read once.
+//
+// Exactness: the E8P points and the stage vectors k_l = U[l] - d are exact in float16, so the
+// only roundings are x' -> float16 and the float32 accumulation. Per row,
+//   y'[n][r] = q_r (s1 A1 + s2 (A2 + cx[n]) + s3 (A3 + cx[n])),
+// with A1 = sum P x, A_j = sum k x (stage j) and cx[n] = sum_c d[c mod 8] x'[n][c] (the part of
+// U that does not depend on the label, spec 6.4.5).
+//
+// Layout. A warp owns 16 rows (lanes g = lane/4 and t = lane%4 hold rows g and g+8) and walks
+// the block's slice of columns in chunks of 64 groups (512 columns). In a chunk, lane t takes
+// groups 16t .. 16t+15 of its two rows (one 16-byte load per stream and row); at step j it
+// decodes group 16t + j of each row into the A fragments of two mma (k = 16 each): the k order
+// inside a step is permuted so that each thread's 8 A values of a row are one group. The B
+// fragment (x') of lane (n = g, t) is the same 8 columns: one 16-byte shared load, from an x'
+// slice stored in the order (chunk, j, t) so that the four t of a row hit different banks.
+//
+// Table lookups: T, S and K are replicated 32 times in shared memory, entry e of copy l at word
+// 32 e + l, and lane l reads copy l: a warp's 32 lookups always hit 32 different banks (one
+// wavefront) instead of about 3.15 wavefronts for random entries of a single copy.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAException.h>
+#include <algorithm>
+#include "common.cuh"
+#include "lattice.cuh"
+
+namespace {
+
+constexpr int WARPS = 8;
+constexpr int THREADS = WARPS * 32;
+constexpr int ROWS_PER_BLOCK = WARPS * 16;
+constexpr int XPAD = 4;  // uint4 of padding per activation row (64 bytes: rows alternate bank halves)
+constexpr int TAB_BYTES = 256 * 32 * 4;  // one replicated table
+
+__host__ __device__ constexpr int ntables(int stages) { return stages >= 2 ? 3 : 2; }
+
+// Byte j of the 16 in u, as the byte offset of its entry in a replicated table (e * 128), with
+// the lane's copy (lane * 4, below 128) or-ed in: one shift and one LOP3.
+template <int J>
+__device__ __forceinline__ uint32_t entry_off(const uint4& u, uint32_t lane4) {
+    const uint32_t w = (J >> 2) == 0 ? u.x : (J >> 2) == 1 ? u.y : (J >> 2) == 2 ? u.z : u.w;
+    constexpr int SH = 8 * (J & 3) - 7;
+    const uint32_t v = SH < 0 ? (w << 7) : (w >> (SH < 0 ? 0 : SH));
+    return lattice::lop3_and_or<0x7F80u>(v, lane4);
+}
+
+__device__ __forceinline__ uint32_t lds32(const unsigned char* base, uint32_t off) {
+    return *reinterpret_cast<const uint32_t*>(base + off);
+}
+
+__device__ __forceinline__ void mma16816(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <bool VEC>
+__device__ __forceinline__ uint4 load16(const uint8_t* __restrict__ base, long long off, int avail) {
+    if (VEC) {
+        // A warp reads 64 bytes of each of 8 rows per load; the 256-byte L2 prefetch brings in the
+        // row's next chunks with it, so that the memory sees whole 256-byte runs.
+        uint4 r = make_uint4(0u, 0u, 0u, 0u);
+        if (avail > 0)
+            asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                : "l"(base + off));
+        return r;
+    }
+    uint32_t w[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+        if (i < avail) w[i >> 2] |= (uint32_t)__ldg(base + off + i) << (8 * (i & 3));
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+template <int I> struct IntC { static constexpr int value = I; };
+template <int N, int I = 0, typename F>
+__device__ __forceinline__ void static_for(F&& f) {
+    if constexpr (I < N) {
+        f(IntC<I>{});
+        static_for<N, I + 1>(f);
+    }
+}
+
+template <int STAGES>
+struct Words {
+    uint4 p[2], s[2], l2[2], l3[2];  // rows g and g+8 of the warp's tile
+};
+
+template <int STAGES, bool VEC>
+__device__ __forceinline__ void load_words(Words<STAGES>& w, const uint8_t* __restrict__ pat,
+                                           const uint8_t* __restrict__ sgn, const uint8_t* __restrict__ lab2,
+                                           const uint8_t* __restrict__ lab3, long long rowoff0, long long rowoff1,
+                                           bool ok0, bool ok1, int g, int gr) {
+    const int avail = gr - g;
+    const int a0 = ok0 ? avail : 0, a1 = ok1 ? avail : 0;
+    w.p[0] = load16<VEC>(pat, rowoff0 + g, a0);
+    w.p[1] = load16<VEC>(pat, rowoff1 + g, a1);
+    w.s[0] = load16<VEC>(sgn, rowoff0 + g, a0);
+    w.s[1] = load16<VEC>(sgn, rowoff1 + g, a1);
+    if (STAGES >= 2) {
+        w.l2[0] = load16<VEC>(lab2, rowoff0 + g, a0);
+        w.l2[1] = load16<VEC>(lab2, rowoff1 + g, a1);
+    }
+    if (STAGES >= 3) {
+        w.l3[0] = load16<VEC>(lab3, rowoff0 + g, a0);
+        w.l3[1] = load16<VEC>(lab3, rowoff1 + g, a1);
+    }
+}
+
+template <int STAGES, int MT, bool VEC>
+__global__ void __launch_bounds__(THREADS) lattice_gemv_kernel(
+    const uint8_t* __restrict__ pat, const uint8_t* __restrict__ sgn, const uint8_t* __restrict__ lab2,
+    const uint8_t* __restrict__ lab3, const uint16_t* __restrict__ rscale, const uint32_t* __restrict__ tabs,
+    float s1, float s2, float s3, int rows, int cols, int gr, int kb, const __half* __restrict__ x, int m,
+    float* __restrict__ y) {
+    __shared__ float cx[16];
+    extern __shared__ uint4 smem[];  // T, S (, K) replicated, then the x' slice [m][kb * 64 + XPAD]
+    const unsigned char* T = reinterpret_cast<const unsigned char*>(smem);
+    const unsigned char* S = T + TAB_BYTES;
+    const unsigned char* K = T + 2 * TAB_BYTES;
+    uint4* xs = smem + ntables(STAGES) * TAB_BYTES / 16;
+    const int nch = (gr + 63) / 64;
+    const int ch0 = blockIdx.y * kb, ch1 = min(nch, ch0 + kb);
+    const int xstride = kb * 64 + XPAD;
+    for (int i = threadIdx.x; i < ntables(STAGES) * 256 * 8; i += THREADS) {  // 8 uint4 = 32 copies per entry
+        const uint32_t v = tabs[i >> 3];
+        smem[i] = make_uint4(v, v, v, v);
+    }
+    if (threadIdx.x < 16) cx[threadIdx.x] = 0.0f;
+    __syncthreads();
+    // The x' slice, float16, in (chunk, j, t) order; and cx (stages >= 2) over the slice.
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    {
+        const int span = (ch1 - ch0) * 64;  // groups of the slice
+        const bool xvec = (cols & 7) == 0;
+        for (int base = warp * 32; base < m * span; base += THREADS) {
+            const int idx = base + lane;
+            const int n = idx / span, gg = idx - n * span;  // a warp shares n: span is a multiple of 64
+            const int G = ch0 * 64 + gg;
+            uint4 v = make_uint4(0u, 0u, 0u, 0u);
+            if (G < gr) {
+                const __half* src = x + (long long)n * cols + 8LL * G;
+                if (xvec) {
+                    v = __ldg(reinterpret_cast<const uint4*>(src));
+                } else {
+                    uint16_t h[8];
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) h[i] = (8 * G + i < cols) ? __half_as_ushort(src[i]) : (uint16_t)0;
+                    v = make_uint4(h[0] | (uint32_t)h[1] << 16, h[2] | (uint32_t)h[3] << 16, h[4] | (uint32_t)h[5] << 16,
+                                   h[6] | (uint32_t)h[7] << 16);
+                }
+            }
+            const int c = gg >> 6, w = gg & 63;
+            xs[n * xstride + c * 64 + (w & 15) * 4 + (w >> 4)] = v;
+            if (STAGES >= 2) {
+                const __half* hv = reinterpret_cast<const __half*>(&v);
+                float p = 0.0f;
+#pragma unroll
+                for (int i = 0; i < 8; ++i) p += __half2float(hv[i]) * lattice::dvec(i);
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) p += __shfl_xor_sync(0xffffffffu, p, o);
+                if (lane == 0) atomicAdd(&cx[n], p);
+            }
+        }
+    }
+    __syncthreads();
+
+    const int gq = lane >> 2, t = lane & 3;
+    const uint32_t lane4 = (uint32_t)lane * 4u;
+    const int r0 = blockIdx.x * ROWS_PER_BLOCK + warp * 16 + gq, r1 = r0 + 8;
+    const bool ok0 = r0 < rows, ok1 = r1 < rows;
+    const long long ro0 = (long long)(ok0 ? r0 : 0) * gr, ro1 = (long long)(ok1 ? r1 : 0) * gr;
+    float acc[STAGES][MT][4];
+#pragma unroll
+    for (int s = 0; s < STAGES; ++s)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[s][mt][e] = 0.0f;
+
+    Words<STAGES> cur, nxt;
+    if (ch0 < ch1) load_words<STAGES, VEC>(cur, pat, sgn, lab2, lab3, ro0, ro1, ok0, ok1, ch0 * 64 + 16 * t, gr);
+    for (int ch = ch0; ch < ch1; ++ch) {
+        if (ch + 1 < ch1)
+            load_words<STAGES, VEC>(nxt, pat, sgn, lab2, lab3, ro0, ro1, ok0, ok1, (ch + 1) * 64 + 16 * t, gr);
+        const uint4* xrow = xs + (ch - ch0) * 64 + t;
+        static_for<16>([&](auto jc) {
+            constexpr int J = decltype(jc)::value;
+            uint4 xb[MT];  // columns n >= m of the products read row m-1 and are discarded
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) xb[mt] = xrow[min(mt * 8 + gq, m - 1) * xstride + J * 4];
+            uint32_t h0[4], h1[4];
+            lattice::e8p_point_h2(lds32(T, entry_off<J>(cur.p[0], lane4)) ^ lds32(S, entry_off<J>(cur.s[0], lane4)), h0);
+            lattice::e8p_point_h2(lds32(T, entry_off<J>(cur.p[1], lane4)) ^ lds32(S, entry_off<J>(cur.s[1], lane4)), h1);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                mma16816(acc[0][mt], h0[0], h1[0], h0[1], h1[1], xb[mt].x, xb[mt].y);
+                mma16816(acc[0][mt], h0[2], h1[2], h0[3], h1[3], xb[mt].z, xb[mt].w);
+            }
+            if (STAGES >= 2) {
+                lattice::stage_k_h2(lds32(K, entry_off<J>(cur.l2[0], lane4)), h0);
+                lattice::stage_k_h2(lds32(K, entry_off<J>(cur.l2[1], lane4)), h1);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma16816(acc[1][mt], h0[0], h1[0], h0[1], h1[1], xb[mt].x, xb[mt].y);
+                    mma16816(acc[1][mt], h0[2], h1[2], h0[3], h1[3], xb[mt].z, xb[mt].w);
+                }
+            }
+            if (STAGES >= 3) {
+                lattice::stage_k_h2(lds32(K, entry_off<J>(cur.l3[0], lane4)), h0);
+                lattice::stage_k_h2(lds32(K, entry_off<J>(cur.l3[1], lane4)), h1);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma16816(acc[STAGES - 1][mt], h0[0], h1[0], h0[1], h1[1], xb[mt].x, xb[mt].y);
+                    mma16816(acc[STAGES - 1][mt], h0[2], h1[2], h0[3], h1[3], xb[mt].z, xb[mt].w);
+                }
+            }
+        });
+        cur = nxt;
+    }
+    // Accumulator e of tile mt: row (e < 2 ? r0 : r1), activation row mt*8 + 2t + (e & 1).
+    if (ch0 >= ch1) return;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+        const int r = e < 2 ? r0 : r1;
+        if (r >= rows) continue;
+        const float q = rscale ? __half2float(__ushort_as_half(rscale[r])) : 1.0f;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            const int n = mt * 8 + 2 * t + (e & 1);
+            if (n >= m) continue;
+            float v = s1 * acc[0][mt][e];
+            if (STAGES >= 2) v += s2 * (acc[1][mt][e] + cx[n]);
+            if (STAGES >= 3) v += s3 * (acc[2][mt][e] + cx[n]);
+            atomicAdd(y + (long long)n * rows + r, v * q);
+        }
+    }
+}
+
+template <int STAGES, int MT, bool VEC>
+void launch(const at::Tensor& pat, const at::Tensor& sgn, const at::Tensor& l2, const at::Tensor& l3,
+            const at::Tensor& rscale, const at::Tensor& tabs, float s1, float s2, float s3, int rows, int cols,
+            const at::Tensor& x, int m, int kb, at::Tensor& y) {
+    const int gr = (cols + 7) / 8;
+    const int nch = (gr + 63) / 64;
+    const int tiles = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+    auto kern = lattice_gemv_kernel<STAGES, MT, VEC>;
+    auto smem_of = [&](int k) { return (size_t)ntables(STAGES) * TAB_BYTES + (size_t)m * (k * 64 + XPAD) * sizeof(uint4); };
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+    if (kb <= 0) {
+        // Blocks have equal work (kb chunks); the time goes as rounds x (kb + the block's fixed
+        // cost, about half a chunk), counting one block per multiprocessor a round: fewer, longer
+        // blocks measured faster than a full wave of 2-3 blocks per multiprocessor (bench
+        // --kb-sweep: 8192 x 28672, batch 1, 2 bits 43.5 vs 50.2 us, 4 bits 88.1 vs 99.5 us).
+        int dev = 0, sms = 0;
+        C10_CUDA_CHECK(cudaGetDevice(&dev));
+        C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        const int kmax = std::max(1, std::min(nch, (int)((48 * 1024 / (16 * m) - XPAD) / 64)));
+        double best = 1e30;
+        for (int k = kmax; k >= 1; --k) {
+            const long long slots = sms;
+            const long long blocks = (long long)tiles * ((nch + k - 1) / k);
+            const double cost = (double)((blocks + slots - 1) / slots) * (k + 0.5);
+            if (cost < best - 1e-9) { best = cost; kb = k; }
+        }
+    }
+    TORCH_CHECK(smem_of(kb) <= 200 * 1024, "lattice_gemv: x slice too large (kb ", kb, ")");
+    const int splits = (nch + kb - 1) / kb;
+    dim3 grid(tiles, splits);
+    kern<<<grid, THREADS, smem_of(kb), c10::cuda::getCurrentCUDAStream()>>>(
+        pat.data_ptr<uint8_t>(), sgn.data_ptr<uint8_t>(), STAGES >= 2 ? l2.data_ptr<uint8_t>() : nullptr,
+        STAGES >= 3 ? l3.data_ptr<uint8_t>() : nullptr,
+        rscale.numel() ? reinterpret_cast<const uint16_t*>(rscale.data_ptr()) : nullptr,
+        reinterpret_cast<const uint32_t*>(tabs.data_ptr()), s1, s2, s3, rows, cols, gr, kb,
+        reinterpret_cast<const __half*>(x.data_ptr()), m, y.data_ptr<float>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <int STAGES, int MT>
+void by_vec(bool vec, const at::Tensor& pat, const at::Tensor& sgn, const at::Tensor& l2, const at::Tensor& l3,
+            const at::Tensor& rscale, const at::Tensor& tabs, float s1, float s2, float s3, int rows, int cols,
+            const at::Tensor& x, int m, int kb, at::Tensor& y) {
+    if (vec) launch<STAGES, MT, true>(pat, sgn, l2, l3, rscale, tabs, s1, s2, s3, rows, cols, x, m, kb, y);
+    else launch<STAGES, MT, false>(pat, sgn, l2, l3, rscale, tabs, s1, s2, s3, rows, cols, x, m, kb, y);
+}
+
+template <int STAGES>
+void by_mt(int mt, bool vec, const at::Tensor& pat, const at::Tensor& sgn, const at::Tensor& l2, const at::Tensor& l3,
+           const at::Tensor& rscale, const at::Tensor& tabs, float s1, float s2, float s3, int rows, int cols,
+           const at::Tensor& x, int m, int kb, at::Tensor& y) {
+    if (mt == 1) by_vec<STAGES, 1>(vec, pat, sgn, l2, l3, rscale, tabs, s1, s2, s3, rows, cols, x, m, kb, y);
+    else by_vec<STAGES, 2>(vec, pat, sgn, l2, l3, rscale, tabs, s1, s2, s3, rows, cols, x, m, kb, y);
+}
+
+bool aligned16(const at::Tensor& t) { return t.numel() == 0 || (reinterpret_cast<uintptr_t>(t.data_ptr()) & 15) == 0; }
+
+}  // namespace
+
+// Returns y' = x' W'^T, float32 (m, rows). x: (m, cols), 1 <= m <= 16, any float dtype (used as
+// float16). kb: chunks of 512 columns per block, or 0 to choose (one wave of blocks).
+at::Tensor lattice_gemv(const at::Tensor& pat, const at::Tensor& sgn, const at::Tensor& l2, const at::Tensor& l3,
+                        const at::Tensor& rscale, const at::Tensor& tabs, int64_t stages, double s1, double s2,
+                        double s3, int64_t rows, int64_t cols, const at::Tensor& x, int64_t kb) {
+    const int m = (int)x.size(0);
+    TORCH_CHECK(x.dim() == 2 && m >= 1 && m <= 16 && x.size(1) == cols, "lattice_gemv: x must be (1..16, cols)");
+    const long long ng = rows * ((cols + 7) / 8);
+    TORCH_CHECK(pat.numel() == ng && sgn.numel() == ng, "lattice_gemv: pattern / sign stream length");
+    TORCH_CHECK(stages < 2 || l2.numel() == ng, "lattice_gemv: stage2 stream length");
+    TORCH_CHECK(stages < 3 || l3.numel() == ng, "lattice_gemv: stage3 stream length");
+    TORCH_CHECK(rscale.numel() == 0 || rscale.numel() == rows, "lattice_gemv: row_scales length");
+    TORCH_CHECK(tabs.numel() == 768, "lattice_gemv: tables");
+    at::Tensor xh = x.scalar_type() == at::kHalf ? x.contiguous() : x.to(at::kHalf).contiguous();
+    if (!aligned16(xh)) xh = xh.clone();
+    at::Tensor y = at::zeros({m, rows}, x.options().dtype(at::kFloat));
+    const int gr = (int)((cols + 7) / 8);
+    const bool vec = gr % 16 == 0 && aligned16(pat) && aligned16(sgn) && aligned16(l2) && aligned16(l3);
+    const int mt = m <= 8 ? 1 : 2;
+    const float f1 = (float)s1, f2 = (float)s2, f3 = (float)s3;
+    switch (stages) {
+        case 1: by_mt<1>(mt, vec, pat, sgn, l2, l3, rscale, tabs, f1, f2, f3, (int)rows, (int)cols, xh, m, (int)kb, y); break;
+        case 2: by_mt<2>(mt, vec, pat, sgn, l2, l3, rscale, tabs, f1, f2, f3, (int)rows, (int)cols, xh, m, (int)kb, y); break;
+        case 3: by_mt<3>(mt, vec, pat, sgn, l2, l3, rscale, tabs, f1, f2, f3, (int)rows, (int)cols, xh, m, (int)kb, y); break;
+        default: TORCH_CHECK(false, "lattice_gemv: stages ", stages, " outside 1..3");
+    }
+    return y;
+}

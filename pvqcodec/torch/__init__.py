@@ -1,0 +1,302 @@
+"""torch integration: `QuantizedLinear` (a drop-in for `nn.Linear` that keeps the .pvqc
+payloads compressed in memory) and `load_pvqc_into(model, path)`.
+
+Importing this module imports torch; `import pvqcodec` does not.
+
+On a CUDA device the payloads stay compressed in GPU memory and the kernels of
+`gpu_decoder/` (compiled on first use, see its docstring) run:
+
+- trellis (k <= 4), batch up to `FUSED_MAX_BATCH` rows: the fused decode + product, with the
+  incoherence transform applied to the activations: y = A^T (W' (B x)) (spec 5.3.5: W = A^T W' B);
+- lattice, batch up to `LATTICE_FUSED_MAX_BATCH` rows: the fused decode + tensor-core product
+  (activations B x rounded to float16 for the products, float32 accumulation);
+- otherwise (PVQ; larger batches): W' is decoded into a buffer shared by all layers and
+  torch's matrix product runs on it, between the same two activation transforms;
+- codecs without a GPU kernel: the dense weight is decoded once by the reference decoder
+  and kept on the device.
+
+On the CPU every call decodes the dense weight with the reference decoder (slow, exact).
+`dense_weight()` gives the decoded weight: bit-identical to `pvqcodec`'s decoder on both
+devices (the GPU path runs the bit-exact kernels).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..coding import coding_by_id
+from ..codecs import codec_by_id
+from ..container.reader import Container
+from ..transforms import transform_by_id
+
+__all__ = ["QuantizedLinear", "load_pvqc_into", "gpu_kernels", "FUSED_MAX_BATCH", "LATTICE_FUSED_MAX_BATCH"]
+
+PVQ_ID, TRELLIS_ID, LATTICE_ID = 1, 2, 3
+RHT_ID = 1
+FUSED_MAX_BATCH = 16  # fused trellis product up to this many rows (chosen by bench/gpu_bench.py)
+FUSED_MAX_K = 4
+LATTICE_FUSED_MAX_BATCH = 16  # fused lattice product up to this many rows (chosen by bench/gpu_bench.py)
+
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def gpu_kernels():
+    """The `gpu_decoder` package (its kernels build on first use). It lives beside `pvqcodec/`
+    in the source tree."""
+    try:
+        return importlib.import_module("gpu_decoder")
+    except ImportError:
+        root = str(Path(__file__).resolve().parents[2])
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        return importlib.import_module("gpu_decoder")
+
+
+_BUFFERS: dict = {}
+
+
+def _shared_buffer(numel: int, dtype, device) -> torch.Tensor:
+    """One growing scratch buffer per (device, dtype) for decoded W' of the unfused path."""
+    key = (str(device), dtype)
+    buf = _BUFFERS.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(numel, dtype=dtype, device=device)
+        _BUFFERS[key] = buf
+    return buf[:numel]
+
+
+class QuantizedLinear(nn.Module):
+    """y = x W^T + b with W held as the .pvqc payloads of one tensor (matrix view out x in)."""
+
+    def __init__(self, in_features: int, out_features: int, *, codec_id: int, codec_params: dict,
+                 transform_id: int, transform_params: dict, payloads: list, streams: list, codings: list,
+                 bias=None, dtype=torch.float16, source_dtype: str = "float16"):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.codec_id, self.codec_params = int(codec_id), dict(codec_params)
+        self.transform_id, self.transform_params = int(transform_id), dict(transform_params)
+        self.streams, self.codings = list(streams), list(codings)
+        self.dtype, self.source_dtype = dtype, source_dtype
+        self.n_payloads = len(payloads)
+        for i, p in enumerate(payloads):
+            self.register_buffer(f"payload{i}", torch.from_numpy(np.array(p, dtype=np.uint8, copy=True)), persistent=True)
+        if bias is not None:
+            self.bias = nn.Parameter(torch.as_tensor(bias).detach().clone().to(dtype), requires_grad=False)
+        else:
+            self.register_parameter("bias", None)
+        self._dense_cache = None  # codecs without a GPU kernel: (device, dtype, tensor)
+        self._rows_checked = False  # lattice: row scales checked finite once on the device
+
+    # ---- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_container(cls, container: Container, name: str, bias=None, dtype=None):
+        rec = container.tensor(name)
+        if len(rec.shape) != 2 or (rec.rows, rec.cols) != tuple(rec.shape):
+            raise ValueError(f"{name}: QuantizedLinear needs a 2-D tensor with its default matrix view")
+        payloads = [np.asarray(container.payload(rec, i)) for i in range(len(rec.payloads))]
+        out_f, in_f = rec.shape
+        return cls(in_f, out_f, codec_id=rec.codec_id, codec_params=rec.codec_params, transform_id=rec.transform_id,
+                   transform_params=rec.transform_params, payloads=payloads, streams=[p.stream for p in rec.payloads],
+                   codings=[p.coding for p in rec.payloads], bias=bias,
+                   dtype=dtype or _TORCH_DTYPES.get(rec.dtype, torch.float16), source_dtype=rec.dtype)
+
+    def extra_repr(self) -> str:
+        codec = codec_by_id(self.codec_id)
+        nbytes = sum(getattr(self, f"payload{i}").numel() for i in range(self.n_payloads))
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"codec={codec.name}, bits_per_weight={8 * nbytes / (self.in_features * self.out_features):.3f}")
+
+    # ---- decoding ------------------------------------------------------------------------------
+
+    def _payloads(self):
+        return [getattr(self, f"payload{i}") for i in range(self.n_payloads)]
+
+    def _reference_streams(self):
+        return [coding_by_id(c).decode(p.cpu().numpy(), s) for c, p, s in zip(self.codings, self._payloads(), self.streams)]
+
+    def reference_transformed(self) -> np.ndarray:
+        """W' (float32 numpy) by the reference decoder."""
+        codec = codec_by_id(self.codec_id)
+        return codec.decode(self.codec_params, self.out_features, self.in_features, self.source_dtype,
+                            self._reference_streams())
+
+    def reference_dense(self) -> np.ndarray:
+        """W (float32 numpy) by the reference decoder: W' then the inverse transform."""
+        wp = np.ascontiguousarray(self.reference_transformed(), np.float32)
+        return transform_by_id(self.transform_id).inverse(wp, self.transform_params)
+
+    def _gpu_supported(self) -> bool:
+        return all(c == 0 for c in self.codings) and self.codec_id in (PVQ_ID, TRELLIS_ID, LATTICE_ID)
+
+    def _rht(self) -> bool:
+        return self.transform_id == RHT_ID
+
+    def gpu_transformed(self, out_dtype=torch.float32) -> torch.Tensor:
+        """W' decoded by the GPU kernels (bit-exact with the reference in float32)."""
+        g = gpu_kernels()
+        rows, cols = self.out_features, self.in_features
+        if self.codec_id == TRELLIS_ID:
+            return g.trellis_decode(self._payloads(), self.codec_params, rows, cols, out_dtype=out_dtype)
+        if self.codec_id == LATTICE_ID:
+            return g.lattice_decode(self._payloads(), self.codec_params, rows, cols, out_dtype=out_dtype)
+        wp = g.pvq_decode(self._payloads(), self.codec_params, rows, cols)
+        return wp if out_dtype == torch.float32 else wp.to(out_dtype)
+
+    def dense_weight(self, dtype=None) -> torch.Tensor:
+        """The decoded weight W (out x in) on this module's device, in `dtype` (default: the
+        module's), rounded to nearest even from the spec's float32 values."""
+        dtype = dtype or self.dtype
+        dev = self.payload0.device
+        if dev.type == "cuda" and self._gpu_supported():
+            wp = self.gpu_transformed(torch.float32)
+            if not self._rht():
+                return wp.to(dtype)
+            tp = self.transform_params
+            g = gpu_kernels()
+            h = g._block_consts(int(tp["row_block"]))[0], g._block_consts(int(tp["col_block"]))[0]
+            if tp["row_block"] <= g.max_block(h[0]) and tp["col_block"] <= g.max_block(h[1]):
+                return g.inverse_rht_2d(wp, tp["seed"], tp["row_block"], tp["col_block"], out_dtype=dtype)
+        w = torch.from_numpy(self.reference_dense())
+        return w.to(device=dev, dtype=dtype)
+
+    # ---- forward ---------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        if x.device.type != "cuda":
+            y = F.linear(x2, self.dense_weight(x.dtype).to(x.device), None)
+        elif not self._gpu_supported():
+            c = self._dense_cache
+            if c is None or c[0] != x.device or c[1] != x.dtype:
+                c = (x.device, x.dtype, self.dense_weight(x.dtype).to(x.device))
+                self._dense_cache = c
+            y = F.linear(x2, c[2], None)
+        else:
+            y = self._forward_cuda(x2)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def _forward_cuda(self, x2: torch.Tensor) -> torch.Tensor:
+        g = gpu_kernels()
+        tp = self.transform_params
+        rows, cols, m = self.out_features, self.in_features, x2.shape[0]
+        rht = self._rht()
+        fused = (self.codec_id == TRELLIS_ID and self.codec_params["k"] <= FUSED_MAX_K and m <= FUSED_MAX_BATCH)
+        if self.codec_id == LATTICE_ID and not self._rows_checked:
+            self._check_lattice_rows()
+        if self.codec_id == LATTICE_ID and m <= LATTICE_FUSED_MAX_BATCH:
+            xt = g.rht_side(x2, tp["col_block"], tp["seed"], 1, True, out_dtype=torch.float16) if rht else x2.half()
+            yt = g.lattice_gemv(None, None, rows, cols, xt, prepared=self._lattice_args(g))
+        elif fused:
+            xt = g.rht_side(x2, tp["col_block"], tp["seed"], 1, True, out_dtype=torch.float32) if rht else x2.float()
+            yt = g.trellis_gemv(self._payloads(), self.codec_params, rows, cols, xt)
+        else:
+            buf = _shared_buffer(rows * cols, x2.dtype, x2.device).view(rows, cols)
+            if self.codec_id == TRELLIS_ID:
+                wt = g.trellis_decode(self._payloads(), self.codec_params, rows, cols, out=buf)
+            elif self.codec_id == LATTICE_ID:
+                wt = g.lattice_decode(None, self.codec_params, rows, cols, out=buf, check=False,
+                                      prepared=self._lattice_args(g))
+            else:
+                buf.copy_(g.pvq_decode(self._payloads(), self.codec_params, rows, cols))
+                wt = buf
+            xt = g.rht_side(x2, tp["col_block"], tp["seed"], 1, True, out_dtype=x2.dtype) if rht else x2
+            yt = xt @ wt.t()
+        if rht:
+            return g.rht_side(yt, tp["row_block"], tp["seed"], 0, False, out_dtype=x2.dtype)
+        return yt.to(x2.dtype)
+
+    def _lattice_args(self, g) -> tuple:
+        """The lattice kernels' arguments, prepared once per device placement of the payloads."""
+        key = self.payload0.data_ptr()
+        c = getattr(self, "_lattice_prep", None)
+        if c is None or c[0] != key:
+            c = (key, g.lattice_prepare(self._payloads(), self.codec_params))
+            self._lattice_prep = c
+        return c[1]
+
+    def _check_lattice_rows(self) -> None:
+        """Spec 6.4.3: a non-finite row scale is payload_corrupt (checked once, on the device)."""
+        from ..errors import PayloadCorrupt
+
+        if self.codec_params["row_scales"]:
+            h = self.payload0.view(torch.int16)
+            if bool(((h & 0x7C00) == 0x7C00).any()):
+                raise PayloadCorrupt("lattice row scale is not finite")
+        self._rows_checked = True
+
+
+def _decode_tensor(container: Container, name: str) -> np.ndarray:
+    from ..decoder import decode_float32, decode_stored
+
+    rec = container.tensor(name)
+    if not rec.codec.quantizes and rec.dtype == "bfloat16":
+        return decode_float32(container, rec)
+    if not rec.codec.quantizes:
+        return decode_stored(container, rec)
+    return decode_float32(container, rec)
+
+
+def load_pvqc_into(model: nn.Module, path, dtype=None, strict: bool = False) -> dict:
+    """Load the tensors of a .pvqc file into `model` by name. Every `nn.Linear` whose
+    `<name>.weight` is a quantized 2-D tensor becomes a `QuantizedLinear` (its bias from the
+    file if there, else the module's own); every other parameter or buffer found in the file
+    gets its decoded values. Returns {"quantized": [...], "loaded": [...], "missing": [...]};
+    strict=True raises KeyError if a parameter of the model is not in the file."""
+    report = {"quantized": [], "loaded": [], "missing": []}
+    container = Container.open(path)
+    try:
+        names = set(container.names)
+        done = set()
+        for mod_name, mod in list(model.named_modules()):
+            if not isinstance(mod, nn.Linear):
+                continue
+            wname = f"{mod_name}.weight" if mod_name else "weight"
+            if wname not in names:
+                continue
+            rec = container.tensor(wname)
+            if not rec.codec.quantizes or len(rec.shape) != 2 or (rec.rows, rec.cols) != tuple(rec.shape):
+                continue
+            if tuple(rec.shape) != (mod.out_features, mod.in_features):
+                raise ValueError(f"{wname}: file shape {rec.shape} != module {(mod.out_features, mod.in_features)}")
+            bname = f"{mod_name}.bias" if mod_name else "bias"
+            bias = None
+            if mod.bias is not None:
+                bias = torch.from_numpy(np.array(_decode_tensor(container, bname))) if bname in names else mod.bias.detach()
+                done.add(bname)
+            dev = mod.weight.device
+            q = QuantizedLinear.from_container(container, wname, bias=bias, dtype=dtype or mod.weight.dtype).to(dev)
+            _set_submodule(model, mod_name, q)
+            done.add(wname)
+            report["quantized"].append(wname)
+        for pname, t in list(model.named_parameters()) + list(model.named_buffers()):
+            if pname in done or pname.rsplit(".", 1)[-1].startswith("payload"):
+                continue
+            if pname not in names:
+                report["missing"].append(pname)
+                continue
+            vals = torch.from_numpy(np.array(_decode_tensor(container, pname)))
+            with torch.no_grad():
+                t.copy_(vals.reshape(t.shape).to(t.dtype))
+            report["loaded"].append(pname)
+    finally:
+        container.close()
+    if strict and report["missing"]:
+        raise KeyError(f"not in the file: {', '.join(report['missing'])}")
+    return report
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
