@@ -16,13 +16,13 @@ CDecoder serializes its own calls (the C handle is not shared between threads).
 
 from __future__ import annotations
 
-import mmap
 import os
 import threading
 
 import numpy as np
 
-from .errors import FileTruncated, InputError, all_format_errors
+from .errors import InputError, all_format_errors
+from .mapped import close_map, map_file
 
 try:  # the compiled binding (built by `pip install`)
     from ._pvqc_c import ffi as _ffi
@@ -112,23 +112,11 @@ class CDecoder:
     def open(cls, path):
         """Memory-map a file and open it (no copy)."""
         _require()
-        path = os.fspath(path)
+        f, mm = map_file(path)
         try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            raise InputError(f"no such file: {path}") from None
-        except OSError as exc:
-            raise InputError(f"cannot read {path}: {exc.strerror}") from None
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            f.close()
-            raise FileTruncated(f"{path}: file is empty")
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            obj = cls(mm, path=path)
+            obj = cls(mm, path=os.fspath(path))
         except BaseException:
-            mm.close()
-            f.close()
+            close_map(f, mm)
             raise
         obj._mmap, obj._file = mm, f
         return obj
@@ -150,11 +138,8 @@ class CDecoder:
             self._buf = None
         self._keep = None
         if self._mmap is not None:
-            self._mmap.close()
-            self._mmap = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+            close_map(self._file, self._mmap)
+            self._mmap = self._file = None
 
     def __enter__(self):
         return self

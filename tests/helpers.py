@@ -1,4 +1,8 @@
-"""Shared test utilities: small weight files and surgical edits of .pvqc bytes."""
+"""Shared test utilities: small weight files, surgical edits of .pvqc bytes, the conformance scripts."""
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -56,3 +60,17 @@ def rebuild(data: bytes, mutate_block=None, mutate_header=None, fix_crc=True) ->
     if mutate_header:
         mutate_header(h)
     return fmt.FileHeader.build(h) + raw + rest
+
+
+CONFORMANCE = Path(__file__).resolve().parent.parent / "conformance"
+
+
+def load_conformance(name):
+    """conformance/<name>.py as a module (the scripts are not a package)."""
+    mod_name = f"pvqc_conformance_{name}"
+    if mod_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(mod_name, CONFORMANCE / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[mod_name]

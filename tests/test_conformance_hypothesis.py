@@ -22,13 +22,11 @@ tests/test_conformance*.py` runs far more examples.
 """
 
 import functools
-import importlib.util
 import json
 import os
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -47,25 +45,16 @@ from pvqcodec.decoder import decode_float32
 from pvqcodec.errors import FormatError, InputError, PayloadCorrupt, all_format_errors
 from pvqcodec.transforms import hadamard
 
+from helpers import load_conformance  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conformance"
 ERROR_NAMES = {c for c in all_format_errors() if c != "format_error"}
 C_TIMEOUT = 30  # seconds one pvqdec run may take (a hang otherwise)
 
 
-def _load(name):
-    mod_name = f"pvqc_conformance_{name}"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
-    spec = importlib.util.spec_from_file_location(mod_name, CONF / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-runner = _load("run")
-generate = _load("generate")
+runner = load_conformance("run")
+generate = load_conformance("generate")
 
 
 # =========================================================================================

@@ -2,7 +2,6 @@
 fails decoders that are wrong in each way the contract forbids (wrong values, wrong dtype or
 shape, accepting invalid files, no error name, output left behind, crashes, hangs)."""
 
-import importlib.util
 import json
 import shlex
 import sys
@@ -11,22 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import load_conformance  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conformance"
 
 
-def _load(name):
-    mod_name = f"pvqc_conformance_{name}"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
-    spec = importlib.util.spec_from_file_location(mod_name, CONF / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-runner = _load("run")
+runner = load_conformance("run")
 
 # A few vectors of each kind: a quantized tensor, raw special values (F16 output widened by
 # the runner), a file with no tensors, a checksum error in the last tensor, a payload error.

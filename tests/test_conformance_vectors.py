@@ -7,9 +7,7 @@ the vectors with `python conformance/generate.py` (and bump the spec's version i
 format changed); otherwise the change broke compatibility.
 """
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +19,14 @@ from pvqcodec.container import format as fmt
 from pvqcodec.container.reader import Container
 from pvqcodec.decoder import decode_float32
 
+from helpers import load_conformance  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conformance"
 
 
-def _load(name):
-    mod_name = f"pvqc_conformance_{name}"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
-    spec = importlib.util.spec_from_file_location(mod_name, CONF / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-runner = _load("run")
-generate = _load("generate")
+runner = load_conformance("run")
+generate = load_conformance("generate")
 
 VALID = sorted(p.name for p in (CONF / "vectors").iterdir() if p.is_dir())
 MANIFEST = json.loads((CONF / "invalid" / "MANIFEST.json").read_text(encoding="utf-8"))

@@ -8,7 +8,6 @@ every decoder reports the same first error for the same file.
 """
 
 import io
-import mmap
 import os
 from dataclasses import dataclass, field
 
@@ -31,6 +30,7 @@ from ..errors import (
     ReservedNonZero,
     VersionUnsupported,
 )
+from ..mapped import close_map, map_file
 from ..transforms import transform_by_id
 from . import format as fmt
 
@@ -100,28 +100,11 @@ class Container:
 
     @classmethod
     def open(cls, path):
-        path = os.fspath(path)
+        f, mm = map_file(path)
         try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            raise InputError(f"no such file: {path}") from None
-        except IsADirectoryError:
-            raise InputError(f"{path} is a directory, not a .pvqc file") from None
-        except OSError as exc:
-            raise InputError(f"cannot read {path}: {exc.strerror}") from None
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            f.close()
-            raise FileTruncated(f"{path}: file is empty")
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            return cls(np.frombuffer(mm, np.uint8), path=path, _mmap=mm, _file=f)
+            return cls(np.frombuffer(mm, np.uint8), path=os.fspath(path), _mmap=mm, _file=f)
         except BaseException:
-            try:
-                mm.close()
-            except BufferError:  # the failed parse's traceback still holds a view
-                pass
-            f.close()
+            close_map(f, mm)
             raise
 
     @classmethod
@@ -131,14 +114,8 @@ class Container:
     def close(self):
         self._buf = None
         if self._mmap is not None:
-            try:
-                self._mmap.close()
-            except BufferError:  # views still alive; the OS frees the map with them
-                pass
-            self._mmap = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+            close_map(self._file, self._mmap)
+            self._mmap = self._file = None
 
     def __enter__(self):
         return self
