@@ -5,9 +5,10 @@ For each layer shape (out x in) and batch 1/4/16: the fused trellis and lattice 
 and torch's int4 kernel (`_weight_int4pack_mm`, group 128, bfloat16), measured side by side
 in this run. Every timing reads its weights from HBM: it cycles through enough copies of the
 layer to exceed 256 MB (the H100's L2 holds 50 MB). Also: the device's copy bandwidth, and
-decode-to-float16 throughput.
+decode-to-float16 throughput. Timings are CUDA-graph replays (host overhead excluded) unless
+--no-graph; --kb-sweep first times the fused lattice kernel's column splits on 8192 x 28672.
 
-    python bench/gpu_bench.py [--quick] [--codes 1mad,3inst,hyb,lattice] [--out DIR]
+    python bench/gpu_bench.py [--quick] [--codes 1mad,3inst,hyb,lattice] [--kb-sweep] [--no-graph] [--out DIR]
 """
 
 from __future__ import annotations
@@ -231,8 +232,10 @@ def run(args):
             if name == "lattice":
                 pl, pr = lattice_layer(rows, cols, k)
                 buf = torch.empty(rows, cols, dtype=torch.float16, device=DEV)
-                t = cold_time(lambda: (lambda: g.lattice_decode(pl, pr, rows, cols, out=buf, check=False)), 1 << 40, reps=20)
-                dec.append({"what": f"lattice {k} bits -> W' fp16", "us": t, "out_TBps": rows * cols * 2 / (t * 1e-6) / 1e12})
+                t = cold_time(lambda: (lambda: g.lattice_decode(pl, pr, rows, cols, out=buf, check=False)), 1 << 40,
+                              reps=20)
+                dec.append({"what": f"lattice {k} bits -> W' fp16", "us": t,
+                            "out_TBps": rows * cols * 2 / (t * 1e-6) / 1e12})
                 continue
             pl, pr = trellis_layer(rows, cols, CODES[name], k)
             buf = torch.empty(rows, cols, dtype=torch.float16, device=DEV)
@@ -312,7 +315,8 @@ def table(res, codes, out_dir):
         if "decode_gemm_lattice2_us" in r:
             lines.append(f"- m={r['m']} {r['out']}x{r['in']}: lattice decode W' to fp16 buffer + cuBLAS 2 / 4 bits "
                          f"{r['decode_gemm_lattice2_us']:.1f} / {r['decode_gemm_lattice4_us']:.1f} us vs fused "
-                         f"{r['lattice2_kernel_us']:.1f} / {r['lattice4_kernel_us']:.1f} us vs fp16 {r['fp16_us']:.1f} us")
+                         f"{r['lattice2_kernel_us']:.1f} / {r['lattice4_kernel_us']:.1f} us "
+                         f"vs fp16 {r['fp16_us']:.1f} us")
         if "decode_gemm_1mad2_us" in r:
             lines.append(f"- m=16 {r['out']}x{r['in']}: decode W' to fp16 buffer + cuBLAS {r['decode_gemm_1mad2_us']:.1f} us "
                          f"vs fused {r['1mad2_kernel_us']:.1f} us vs fp16 {r['fp16_us']:.1f} us")

@@ -8,8 +8,9 @@ module from there without compiling. Building needs the CUDA toolkit (nvcc) of t
 version torch was built with, and ninja.
 
 All kernels are compiled with `-fmad=false`; the bit-exact ones (the inverse RHT of spec
-5.3.6, the PVQ decoded value of 6.2.5, the trellis decoded value, the lattice decoded value of 6.4.6) use the correctly rounded
-intrinsics too. The fused products use explicit FMAs and are not bit-exact.
+5.3.6, the PVQ decoded value of 6.2.5, the trellis decoded value, the lattice decoded value
+of 6.4.6) use the correctly rounded intrinsics too. The fused products use explicit FMAs (or
+float16 tensor-core products, lattice) and are not bit-exact.
 
 Nothing here is imported by `import pvqcodec`; `pvqcodec.torch` uses it on CUDA tensors.
 """
