@@ -8,6 +8,7 @@ container, the CLI's --codec choices and `info` read this registry; nothing
 else names codecs.
 """
 
+import abc
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,8 +25,8 @@ class Encoded:
     info: dict = field(default_factory=dict)  # informative: chosen settings, for the summary
 
 
-class Codec:
-    """Base class. Subclasses set id, name, params_struct and implement the methods."""
+class Codec(abc.ABC):
+    """Base class. Subclasses set id, name, params_struct and implement the abstract methods."""
 
     id: int
     name: str
@@ -33,21 +34,25 @@ class Codec:
     quantizes = True  # False for the raw codec: values stored exactly
     needs_identity_transform = False
 
+    @abc.abstractmethod
     def parse_params(self, raw: bytes, rows: int, cols: int, dtype: str) -> dict:
-        raise NotImplementedError
+        """Parse and validate the parameter block (ParamsInvalid on any violation)."""
 
     def build_params(self, params: dict) -> bytes:
         return self.params_struct.build(params)
 
+    @abc.abstractmethod
     def streams(self, params: dict, rows: int, cols: int, dtype: str) -> list:
         """The StreamSpecs of a tensor with these parameters, in payload order."""
-        raise NotImplementedError
 
     def encode(self, wp: np.ndarray, options: dict, weighting=None) -> Encoded:
-        raise NotImplementedError
+        """Quantize the transformed matrix wp (rows x cols, float64). Codecs that store
+        values exactly (quantizes = False) have no such encoder."""
+        raise TypeError(f"codec {self.name} stores values exactly and does not quantize")
 
+    @abc.abstractmethod
     def decode(self, params: dict, rows: int, cols: int, dtype: str, streams: list) -> np.ndarray:
-        raise NotImplementedError
+        """The float32 matrix W' (rows x cols), bit-exact as the codec's spec section says."""
 
     def describe(self, params: dict) -> dict:
         return {"name": self.name, **{k: v for k, v in params.items() if not isinstance(v, (bytes, np.ndarray))}}
