@@ -8,7 +8,8 @@ layer to exceed 256 MB (the H100's L2 holds 50 MB). Also: the device's copy band
 decode-to-float16 throughput. Timings are CUDA-graph replays (host overhead excluded) unless
 --no-graph; --kb-sweep first times the fused lattice kernel's column splits on 8192 x 28672.
 
-    python bench/gpu_bench.py [--quick] [--codes 1mad,3inst,hyb,lattice] [--kb-sweep] [--no-graph] [--out DIR]
+    python bench/gpu_bench.py [--quick] [--codes 1mad,3inst,hyb,lattice,lattice_tiled] [--kb-sweep] [--no-graph]
+        [--shapes 8192x28672,28672x8192] [--no-decode] [--out DIR]
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ DEV = torch.device("cuda")
 FLUSH = 256 << 20
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (8192, 8192), (28672, 8192), (8192, 28672)]  # out x in
 CODES = {"1mad": 0, "3inst": 1, "hyb": 2}
-ALL_CODES = list(CODES) + ["lattice"]
+ALL_CODES = list(CODES) + ["lattice", "lattice_tiled"]  # lattice_tiled: payload re-laid out in tiles at load
 
 
 GRAPH = True  # time CUDA-graph replays (no Python or launch overhead); --no-graph: eager calls
@@ -139,6 +140,8 @@ def run(args):
     info["copy_bandwidth_TBps"] = round(bw / 1e12, 3)
     print(json.dumps(info), flush=True)
     shapes = SHAPES[:2] + SHAPES[-1:] if args.quick else SHAPES
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     codes = args.codes.split(",") if args.codes else (["1mad", "hyb", "lattice"] if args.quick else ALL_CODES)
     if args.kb_sweep:
         kb_sweep()
@@ -168,19 +171,21 @@ def run(args):
             for name in codes:
                 for k in (2, 3, 4):
                     nb = rows * cols * k // 8
-                    if name == "lattice":
+                    if name.startswith("lattice"):
                         def make_kernel():
                             pl, pr = lattice_layer(rows, cols, k)
                             h = g.lattice_prepare(pl, pr)
-                            return lambda: g.lattice_gemv(pl, pr, rows, cols, xh, prepared=h)
+                            tl = g.lattice_tile(h, rows, cols) if name == "lattice_tiled" else None
+                            return lambda: g.lattice_gemv(pl, pr, rows, cols, xh, prepared=h, tiled=tl)
 
                         def make_layer():
                             pl, pr = lattice_layer(rows, cols, k)
                             h = g.lattice_prepare(pl, pr)
+                            tl = g.lattice_tile(h, rows, cols) if name == "lattice_tiled" else None
 
                             def f():
                                 a = g.rht_side(x16, bc, seed, 1, True, out_dtype=torch.float16)
-                                y = g.lattice_gemv(pl, pr, rows, cols, a, prepared=h)
+                                y = g.lattice_gemv(pl, pr, rows, cols, a, prepared=h, tiled=tl)
                                 return g.rht_side(y, br, seed, 0, False, out_dtype=torch.float16)
 
                             return f
@@ -226,8 +231,14 @@ def run(args):
             print(json.dumps({k2: (round(v, 2) if isinstance(v, float) else v) for k2, v in row.items()}), flush=True)
     # decode-to-float16 throughput (largest layer, W' domain and the bit-exact dense decode)
     dec = []
+    if args.no_decode:
+        res = {"info": info, "layers": rows_out, "decode": dec}
+        (out_dir / "gpu_bench.json").write_text(json.dumps(res, indent=1))
+        table(res, codes, out_dir)
+        return
+    codes_dec = [c for c in codes if c != "lattice_tiled"]
     rows, cols = 8192, 28672
-    for name in codes:
+    for name in codes_dec:
         for k in (2, 4):
             if name == "lattice":
                 pl, pr = lattice_layer(rows, cols, k)
@@ -335,6 +346,8 @@ if __name__ == "__main__":
     ap.add_argument("--codes", default=None, help="comma list of " + ",".join(ALL_CODES))
     ap.add_argument("--kb-sweep", action="store_true", help="time the fused lattice kernel's column splits first")
     ap.add_argument("--no-graph", action="store_true", help="time eager calls instead of CUDA-graph replays")
+    ap.add_argument("--shapes", default=None, help="comma list of OUTxIN layer shapes (default: the built-in list)")
+    ap.add_argument("--no-decode", action="store_true", help="skip the decode-throughput section")
     a = ap.parse_args()
     GRAPH = not a.no_graph
     run(a)

@@ -379,8 +379,44 @@ def lattice_decode(payloads, params: dict, rows: int, cols: int, out_dtype=None,
     return out
 
 
-def lattice_gemv(payloads, params: dict, rows: int, cols: int, x, kb: int = 0, prepared=None):
+def lattice_gemv(payloads, params: dict, rows: int, cols: int, x, kb: int = 0, prepared=None, tiled=None):
     """y' = x' W'^T (float32, m x rows) for x' (m x cols, m <= 16; used as float16), fused:
     tensor-core products on float16 fragments decoded in registers. kb: chunks of 512 columns
-    per block (0: one wave of blocks, chosen by the extension)."""
-    return load().lattice_gemv(*(prepared or lattice_prepare(payloads, params)), rows, cols, x, int(kb or 0))
+    per block (0: one wave of blocks, chosen by the extension). tiled: the payload bytes in the
+    kernel's order (`lattice_tile`), read instead of the streams."""
+    a = prepared or lattice_prepare(payloads, params)
+    if tiled is not None:
+        return load().lattice_gemv_tiled(tiled, a[4], a[5], a[6], a[7], a[8], a[9], rows, cols, x, int(kb or 0))
+    return load().lattice_gemv(*a, rows, cols, x, int(kb or 0))
+
+
+#: QuantizedLinear uses the tiled layout where its zero padding adds at most this fraction.
+LATTICE_TILE_MAX_PAD = 0.125
+
+
+def lattice_tile_bytes(rows: int, cols: int, stages: int) -> int:
+    """Size of the tiled layout: 16-row x 512-column tiles, every stream, zero-padded."""
+    gr = -(-cols // 8)
+    return -(-rows // 16) * -(-gr // 64) * (stages + 1) * 1024
+
+
+def lattice_tile(prepared, rows: int, cols: int):
+    """The payload bytes of a prepared lattice tensor re-laid out (on its device, once per layer;
+    the file format is unchanged) in the order the fused kernel reads them: for each 16-row tile
+    and 512-column chunk, every stream's bytes of that block in one contiguous run, each lane's
+    16 bytes together (lattice_gemv.cu, load_words_tiled). Rows and groups are zero-padded to
+    whole tiles."""
+    import torch
+
+    pat, sgn, l2, l3 = prepared[:4]
+    k = int(prepared[6])
+    gr = -(-cols // 8)
+    nch, r16 = -(-gr // 64), -(-rows // 16)
+    streams = [pat, sgn, l2, l3][: k + 1]
+    buf = torch.zeros((k + 1, r16 * 16, nch * 64), dtype=torch.uint8, device=pat.device)
+    for i, s in enumerate(streams):
+        buf[i, :rows, :gr] = s.reshape(rows, gr)
+    # (stream, tile, half, g, chunk, t, j) -> (tile, chunk, stream, half, g, t, j); lane = 4 g + t
+    t = buf.view(k + 1, r16, 2, 8, nch, 4, 16).permute(1, 4, 0, 2, 3, 5, 6).contiguous().view(-1)
+    assert t.numel() == lattice_tile_bytes(rows, cols, k)
+    return t

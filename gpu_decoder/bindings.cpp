@@ -16,6 +16,9 @@ void lattice_decode(const at::Tensor& pat, const at::Tensor& sgn, const at::Tens
 at::Tensor lattice_gemv(const at::Tensor& pat, const at::Tensor& sgn, const at::Tensor& l2, const at::Tensor& l3,
                         const at::Tensor& rscale, const at::Tensor& tabs, int64_t stages, double s1, double s2,
                         double s3, int64_t rows, int64_t cols, const at::Tensor& x, int64_t kb);
+at::Tensor lattice_gemv_tiled(const at::Tensor& tiled, const at::Tensor& rscale, const at::Tensor& tabs, int64_t stages,
+                              double s1, double s2, double s3, int64_t rows, int64_t cols, const at::Tensor& x,
+                              int64_t kb);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("rht_side", &rht_side, "one side of the RHT on every row (spec 5.3.6; forward for activations)");
@@ -24,4 +27,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("trellis_gemv", &trellis_gemv, "fused trellis decode + product with 1..16 activation rows");
     m.def("lattice_decode", &lattice_decode, "lattice payloads -> W' (spec 6.4.6, bit-exact in float32)");
     m.def("lattice_gemv", &lattice_gemv, "fused lattice decode + product with 1..16 activation rows (tensor cores)");
+    m.def("lattice_gemv_tiled", &lattice_gemv_tiled, "the fused lattice product from the tiled payload layout");
 }

@@ -113,7 +113,32 @@ __device__ __forceinline__ void load_words(Words<STAGES>& w, const uint8_t* __re
     }
 }
 
-template <int STAGES, int MT, bool VEC>
+// Tiled layout (lattice_tile in __init__.py, built once per layer at load time): for each
+// 16-row tile rt and 512-column chunk ch, the bytes of all streams of that (rt, ch) are one
+// contiguous run of NS * 1024 bytes, stream s at s * 1024, rows g (+0) and g + 8 (+512), lane
+// (g, t) at lane * 16: exactly the 16 bytes that lane loads. A warp load is 512 contiguous
+// bytes and a warp walks one contiguous run of kb * NS KB. Rows and groups are zero-padded to
+// whole tiles (padded groups meet zero activations; padded rows are not stored).
+template <int STAGES>
+__device__ __forceinline__ void load_words_tiled(Words<STAGES>& w, const uint8_t* __restrict__ tiled, long long tileoff,
+                                                 bool ok, uint32_t lane) {
+    const uint8_t* p = tiled + tileoff * (1024LL * (STAGES + 1)) + lane * 16u;
+    const int a = ok ? 16 : 0;
+    w.p[0] = load16<true>(p, 0, a);
+    w.p[1] = load16<true>(p, 512, a);
+    w.s[0] = load16<true>(p, 1024, a);
+    w.s[1] = load16<true>(p, 1536, a);
+    if (STAGES >= 2) {
+        w.l2[0] = load16<true>(p, 2048, a);
+        w.l2[1] = load16<true>(p, 2560, a);
+    }
+    if (STAGES >= 3) {
+        w.l3[0] = load16<true>(p, 3072, a);
+        w.l3[1] = load16<true>(p, 3584, a);
+    }
+}
+
+template <int STAGES, int MT, bool VEC, bool TILED>
 __global__ void __launch_bounds__(THREADS) lattice_gemv_kernel(
     const uint8_t* __restrict__ pat, const uint8_t* __restrict__ sgn, const uint8_t* __restrict__ lab2,
     const uint8_t* __restrict__ lab3, const uint16_t* __restrict__ rscale, const uint32_t* __restrict__ tabs,
@@ -185,10 +210,18 @@ __global__ void __launch_bounds__(THREADS) lattice_gemv_kernel(
             for (int e = 0; e < 4; ++e) acc[s][mt][e] = 0.0f;
 
     Words<STAGES> cur, nxt;
-    if (ch0 < ch1) load_words<STAGES, VEC>(cur, pat, sgn, lab2, lab3, ro0, ro1, ok0, ok1, ch0 * 64 + 16 * t, gr);
+    const int rt = blockIdx.x * WARPS + warp;  // 16-row tile (tiled layout)
+    const bool okt = rt < (rows + 15) / 16;
+    const long long tb = (long long)(okt ? rt : 0) * nch;
+    if (ch0 < ch1) {
+        if (TILED) load_words_tiled<STAGES>(cur, pat, tb + ch0, okt, (uint32_t)lane);
+        else load_words<STAGES, VEC>(cur, pat, sgn, lab2, lab3, ro0, ro1, ok0, ok1, ch0 * 64 + 16 * t, gr);
+    }
     for (int ch = ch0; ch < ch1; ++ch) {
-        if (ch + 1 < ch1)
-            load_words<STAGES, VEC>(nxt, pat, sgn, lab2, lab3, ro0, ro1, ok0, ok1, (ch + 1) * 64 + 16 * t, gr);
+        if (ch + 1 < ch1) {
+            if (TILED) load_words_tiled<STAGES>(nxt, pat, tb + ch + 1, okt, (uint32_t)lane);
+            else load_words<STAGES, VEC>(nxt, pat, sgn, lab2, lab3, ro0, ro1, ok0, ok1, (ch + 1) * 64 + 16 * t, gr);
+        }
         const uint4* xrow = xs + (ch - ch0) * 64 + t;
         static_for<16>([&](auto jc) {
             constexpr int J = decltype(jc)::value;
@@ -243,14 +276,14 @@ __global__ void __launch_bounds__(THREADS) lattice_gemv_kernel(
     }
 }
 
-template <int STAGES, int MT, bool VEC>
+template <int STAGES, int MT, bool VEC, bool TILED = false>
 void launch(const at::Tensor& pat, const at::Tensor& sgn, const at::Tensor& l2, const at::Tensor& l3,
             const at::Tensor& rscale, const at::Tensor& tabs, float s1, float s2, float s3, int rows, int cols,
             const at::Tensor& x, int m, int kb, at::Tensor& y) {
     const int gr = (cols + 7) / 8;
     const int nch = (gr + 63) / 64;
     const int tiles = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
-    auto kern = lattice_gemv_kernel<STAGES, MT, VEC>;
+    auto kern = lattice_gemv_kernel<STAGES, MT, VEC, TILED>;
     auto smem_of = [&](int k) { return (size_t)ntables(STAGES) * TAB_BYTES + (size_t)m * (k * 64 + XPAD) * sizeof(uint4); };
     C10_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
     if (kb <= 0) {
@@ -274,8 +307,8 @@ void launch(const at::Tensor& pat, const at::Tensor& sgn, const at::Tensor& l2, 
     const int splits = (nch + kb - 1) / kb;
     dim3 grid(tiles, splits);
     kern<<<grid, THREADS, smem_of(kb), c10::cuda::getCurrentCUDAStream()>>>(
-        pat.data_ptr<uint8_t>(), sgn.data_ptr<uint8_t>(), STAGES >= 2 ? l2.data_ptr<uint8_t>() : nullptr,
-        STAGES >= 3 ? l3.data_ptr<uint8_t>() : nullptr,
+        pat.data_ptr<uint8_t>(), TILED ? nullptr : sgn.data_ptr<uint8_t>(),
+        (STAGES >= 2 && !TILED) ? l2.data_ptr<uint8_t>() : nullptr, (STAGES >= 3 && !TILED) ? l3.data_ptr<uint8_t>() : nullptr,
         rscale.numel() ? reinterpret_cast<const uint16_t*>(rscale.data_ptr()) : nullptr,
         reinterpret_cast<const uint32_t*>(tabs.data_ptr()), s1, s2, s3, rows, cols, gr, kb,
         reinterpret_cast<const __half*>(x.data_ptr()), m, y.data_ptr<float>());
@@ -296,6 +329,13 @@ void by_mt(int mt, bool vec, const at::Tensor& pat, const at::Tensor& sgn, const
            const at::Tensor& x, int m, int kb, at::Tensor& y) {
     if (mt == 1) by_vec<STAGES, 1>(vec, pat, sgn, l2, l3, rscale, tabs, s1, s2, s3, rows, cols, x, m, kb, y);
     else by_vec<STAGES, 2>(vec, pat, sgn, l2, l3, rscale, tabs, s1, s2, s3, rows, cols, x, m, kb, y);
+}
+
+template <int STAGES>
+void tiled_by_mt(int mt, const at::Tensor& tl, const at::Tensor& rscale, const at::Tensor& tabs, float s1, float s2,
+                 float s3, int rows, int cols, const at::Tensor& x, int m, int kb, at::Tensor& y) {
+    if (mt == 1) launch<STAGES, 1, true, true>(tl, tl, tl, tl, rscale, tabs, s1, s2, s3, rows, cols, x, m, kb, y);
+    else launch<STAGES, 2, true, true>(tl, tl, tl, tl, rscale, tabs, s1, s2, s3, rows, cols, x, m, kb, y);
 }
 
 bool aligned16(const at::Tensor& t) { return t.numel() == 0 || (reinterpret_cast<uintptr_t>(t.data_ptr()) & 15) == 0; }
@@ -327,6 +367,33 @@ at::Tensor lattice_gemv(const at::Tensor& pat, const at::Tensor& sgn, const at::
         case 2: by_mt<2>(mt, vec, pat, sgn, l2, l3, rscale, tabs, f1, f2, f3, (int)rows, (int)cols, xh, m, (int)kb, y); break;
         case 3: by_mt<3>(mt, vec, pat, sgn, l2, l3, rscale, tabs, f1, f2, f3, (int)rows, (int)cols, xh, m, (int)kb, y); break;
         default: TORCH_CHECK(false, "lattice_gemv: stages ", stages, " outside 1..3");
+    }
+    return y;
+}
+
+// The same product from the tiled layout (lattice_tile): one uint8 tensor of
+// ceil(rows / 16) * ceil(ceil(cols / 8) / 64) * (stages + 1) * 1024 bytes.
+at::Tensor lattice_gemv_tiled(const at::Tensor& tiled, const at::Tensor& rscale, const at::Tensor& tabs, int64_t stages,
+                              double s1, double s2, double s3, int64_t rows, int64_t cols, const at::Tensor& x,
+                              int64_t kb) {
+    const int m = (int)x.size(0);
+    TORCH_CHECK(x.dim() == 2 && m >= 1 && m <= 16 && x.size(1) == cols, "lattice_gemv_tiled: x must be (1..16, cols)");
+    TORCH_CHECK(stages >= 1 && stages <= 3, "lattice_gemv_tiled: stages ", stages, " outside 1..3");
+    const long long gr = (cols + 7) / 8, nch = (gr + 63) / 64, r16 = (rows + 15) / 16;
+    TORCH_CHECK(tiled.scalar_type() == at::kByte && tiled.is_contiguous() && tiled.numel() == r16 * nch * (stages + 1) * 1024,
+                "lattice_gemv_tiled: tiled payload length");
+    TORCH_CHECK(aligned16(tiled), "lattice_gemv_tiled: tiled payload not 16-byte aligned");
+    TORCH_CHECK(rscale.numel() == 0 || rscale.numel() == rows, "lattice_gemv_tiled: row_scales length");
+    TORCH_CHECK(tabs.numel() == 768, "lattice_gemv_tiled: tables");
+    at::Tensor xh = x.scalar_type() == at::kHalf ? x.contiguous() : x.to(at::kHalf).contiguous();
+    if (!aligned16(xh)) xh = xh.clone();
+    at::Tensor y = at::zeros({m, rows}, x.options().dtype(at::kFloat));
+    const int mt = m <= 8 ? 1 : 2;
+    const float f1 = (float)s1, f2 = (float)s2, f3 = (float)s3;
+    switch (stages) {
+        case 1: tiled_by_mt<1>(mt, tiled, rscale, tabs, f1, f2, f3, (int)rows, (int)cols, xh, m, (int)kb, y); break;
+        case 2: tiled_by_mt<2>(mt, tiled, rscale, tabs, f1, f2, f3, (int)rows, (int)cols, xh, m, (int)kb, y); break;
+        default: tiled_by_mt<3>(mt, tiled, rscale, tabs, f1, f2, f3, (int)rows, (int)cols, xh, m, (int)kb, y); break;
     }
     return y;
 }

@@ -107,6 +107,58 @@ def test_fused_product_relative_error(k):
             assert rel_h < 2e-5, (rows, cols, m, kb, rel_h)
 
 
+def test_tile_layout_matches_kernel_order():
+    """lattice_tile (torch, any device) puts byte (stream s, row r, group G) where the tiled
+    kernel's lane reads it, and zero padding elsewhere."""
+    if torch is None:
+        pytest.skip("torch is not installed")
+    rng = np.random.default_rng(5)
+    for rows, cols, k in ((16, 512, 1), (33, 1000, 3), (7, 8, 2)):
+        gr = -(-cols // 8)
+        st = [rng.integers(1, 256, rows * gr).astype(np.uint8) for _ in range(k + 1)]
+        dev = [torch.from_numpy(a) for a in st] + [torch.empty(0, dtype=torch.uint8)] * (3 - k)
+        prep = (dev[0], dev[1], dev[2], dev[3], None, None, k)
+        t = g.lattice_tile(prep, rows, cols).numpy()
+        nch = -(-gr // 64)
+        assert t.size == g.lattice_tile_bytes(rows, cols, k) == -(-rows // 16) * nch * (k + 1) * 1024
+        r, G = np.meshgrid(np.arange(rows), np.arange(gr), indexing="ij")
+        rt, rr, c, w = r // 16, r % 16, G // 64, G % 64
+        lane = (rr % 8) * 4 + w // 16
+        seen = np.zeros(t.size, bool)
+        for s in range(k + 1):
+            off = ((rt * nch + c) * (k + 1) + s) * 1024 + (rr // 8) * 512 + lane * 16 + w % 16
+            assert np.array_equal(t[off.ravel()], st[s]), (rows, cols, k, s)
+            seen[off.ravel()] = True
+        assert not t[~seen].any()
+
+
+@cuda
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_fused_product_tiled_layout(k):
+    rng = np.random.default_rng(200 + k)
+    for rows, cols, m, rs in ((40, 56, 1, False), (256, 1000, 3, True), (300, 4096, 16, False), (48, 2048, 5, True),
+                              (129, 1536, 9, False), (16, 8, 2, False), (272, 5120, 4, True)):
+        params, payloads, streams, _ = _case(rng, rows, cols, k, rs)
+        wp = LatticeCodec().decode(params, rows, cols, "float32", streams).astype(np.float64)
+        x = rng.standard_normal((m, cols)).astype(np.float32)
+        xd = torch.from_numpy(x).to("cuda")
+        prep = g.lattice_prepare(_dev(payloads), params)
+        tiled = g.lattice_tile(prep, rows, cols)
+        ref = x.astype(np.float64) @ wp.T
+        ref_h = x.astype(np.float16).astype(np.float64) @ wp.T
+        for kb in (None, 1, 3):
+            got = g.lattice_gemv(None, params, rows, cols, xd, kb=kb, prepared=prep, tiled=tiled)
+            got = got.cpu().numpy().astype(np.float64)
+            assert got.shape == (m, rows) and np.isfinite(got).all()
+            assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 2e-3, (rows, cols, m, kb)
+            rel_h = np.linalg.norm(got - ref_h) / np.linalg.norm(ref_h)
+            assert rel_h < 2e-5, (rows, cols, m, kb, rel_h)
+            old = g.lattice_gemv(None, params, rows, cols, xd, kb=kb, prepared=prep).cpu().numpy().astype(np.float64)
+            assert np.abs(got - old).max() <= 1e-5 * np.abs(ref_h).max(), (rows, cols, m, kb)
+    with pytest.raises(RuntimeError):  # a tiled buffer of the wrong size
+        g.lattice_gemv(None, params, rows, cols, xd, prepared=prep, tiled=tiled[:-16])
+
+
 def _quantized_linear(rng, rows, cols, k, row_scales, bias):
     from pvqcodec.torch import QuantizedLinear
     from pvqcodec.transforms import hadamard
@@ -127,6 +179,9 @@ def test_quantized_linear_lattice_cuda_matches_reference():
         q = _quantized_linear(rng, rows, cols, k, rs, bias)
         ref_w = q.reference_dense()
         qc = q.to("cuda")
+        qc(torch.randn(1, cols, dtype=torch.float16, device="cuda"))
+        if __import__("pvqcodec.torch", fromlist=["x"]).LATTICE_TILED:  # 576 x 1536: no padding, tiled path taken
+            assert qc._lattice_tiles[1] is not None
         assert qc.gpu_transformed(torch.float32).cpu().numpy().tobytes() == \
             np.ascontiguousarray(q.reference_transformed(), np.float32).tobytes()
         w16 = qc.dense_weight(torch.float16).cpu()

@@ -9,7 +9,8 @@ On a CUDA device the payloads stay compressed in GPU memory and the kernels of
 - trellis (k <= 4), batch up to `FUSED_MAX_BATCH` rows: the fused decode + product, with the
   incoherence transform applied to the activations: y = A^T (W' (B x)) (spec 5.3.5: W = A^T W' B);
 - lattice, batch up to `LATTICE_FUSED_MAX_BATCH` rows: the fused decode + tensor-core product
-  (activations B x rounded to float16 for the products, float32 accumulation);
+  (activations B x rounded to float16 for the products, float32 accumulation), read from the
+  payload bytes re-laid out in tiles on the device once per layer (`LATTICE_TILED`);
 - otherwise (PVQ; larger batches): W' is decoded into a buffer shared by all layers and
   torch's matrix product runs on it, between the same two activation transforms;
 - codecs without a GPU kernel: the dense weight is decoded once by the reference decoder
@@ -23,10 +24,12 @@ devices (the GPU path runs the bit-exact kernels).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -43,6 +46,12 @@ RHT_ID = 1
 FUSED_MAX_BATCH = 16  # fused trellis product up to this many rows (chosen by bench/gpu_bench.py)
 FUSED_MAX_K = 4
 LATTICE_FUSED_MAX_BATCH = 16  # fused lattice product up to this many rows (chosen by bench/gpu_bench.py)
+#: fused lattice product from the payload bytes re-laid out in tiles on the device at load time
+#: (gpu_decoder.lattice_tile; the file format is unchanged), where the padding stays small.
+#: Off by default: it measured only 1.02-1.23x faster and keeps a second copy of the payloads
+#: (the decode path for larger batches still reads the original streams), doubling their memory.
+#: Set PVQCODEC_LATTICE_TILED=1 (or this flag) to trade memory for that speed.
+LATTICE_TILED = os.environ.get("PVQCODEC_LATTICE_TILED", "0") == "1"
 
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -196,7 +205,8 @@ class QuantizedLinear(nn.Module):
             self._check_lattice_rows()
         if self.codec_id == LATTICE_ID and m <= LATTICE_FUSED_MAX_BATCH:
             xt = g.rht_side(x2, tp["col_block"], tp["seed"], 1, True, out_dtype=torch.float16) if rht else x2.half()
-            yt = g.lattice_gemv(None, None, rows, cols, xt, prepared=self._lattice_args(g))
+            yt = g.lattice_gemv(None, None, rows, cols, xt, prepared=self._lattice_args(g),
+                                tiled=self._lattice_tiled(g))
         elif fused:
             xt = g.rht_side(x2, tp["col_block"], tp["seed"], 1, True, out_dtype=torch.float32) if rht else x2.float()
             yt = g.trellis_gemv(self._payloads(), self.codec_params, rows, cols, xt)
@@ -223,6 +233,21 @@ class QuantizedLinear(nn.Module):
         if c is None or c[0] != key:
             c = (key, g.lattice_prepare(self._payloads(), self.codec_params))
             self._lattice_prep = c
+        return c[1]
+
+    def _lattice_tiled(self, g):
+        """The payload bytes in the fused kernel's tile order, built once per device placement
+        (None where LATTICE_TILED is off or the zero padding would exceed LATTICE_TILE_MAX_PAD)."""
+        if not LATTICE_TILED:
+            return None
+        key = self.payload0.data_ptr()
+        c = getattr(self, "_lattice_tiles", None)
+        if c is None or c[0] != key:
+            rows, cols, k = self.out_features, self.in_features, int(self.codec_params["stages"])
+            ng = rows * -(-cols // 8) * (k + 1)
+            fits = g.lattice_tile_bytes(rows, cols, k) <= ng * (1 + g.LATTICE_TILE_MAX_PAD)
+            c = (key, g.lattice_tile(self._lattice_args(g), rows, cols) if fits else None)
+            self._lattice_tiles = c
         return c[1]
 
     def _check_lattice_rows(self) -> None:
