@@ -74,7 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_encode(args) -> int:
     from tqdm import tqdm
 
-    from . import dtypes
     from .atomic import check_writable
     from .codecs import codec_by_name
     from .container.writer import write_pvqc

@@ -26,9 +26,10 @@ import numpy as np
 from construct import Bytes, Int8ul, Struct
 
 from ...coding import StreamSpec
-from ...errors import InputError, ParamsInvalid, PayloadCorrupt
+from ...errors import InputError, ParamsInvalid
 from ...params import parse_exact
 from .. import Codec, Encoded, register
+from ..rows import decode_row_scales, group_view
 from . import e8p
 from .e8p import e8p_points
 from .stages import STAGE_U, lattice_search, reconstruct_units
@@ -103,7 +104,7 @@ class LatticeCodec(Codec):
         pos = 0
         row_scales = None
         if params["row_scales"]:
-            row_scales = decode_lattice_row_scales(streams[0])
+            row_scales = decode_row_scales(streams[0], "lattice")
             pos = 1
         points = e8p_points(streams[pos], streams[pos + 1])
         labels = [streams[pos + 2 + j] for j in range(k - 1)]
@@ -127,15 +128,6 @@ class LatticeCodec(Codec):
 # ---- decode arithmetic: the one place in Python ---------------------------------------------------
 
 
-def decode_lattice_row_scales(sym) -> np.ndarray:
-    """Spec 6.4.3: float16 bit patterns -> float32 (exact); non-finite is corrupt."""
-    scales = np.asarray(sym, np.uint16).view(np.float16).astype(np.float32)
-    if not np.all(np.isfinite(scales)):
-        bad = int(np.flatnonzero(~np.isfinite(scales))[0])
-        raise PayloadCorrupt(f"lattice row scale of row {bad} is not finite")
-    return scales
-
-
 def decode_lattice_values(points, labels, scales, row_scales, rows, cols) -> np.ndarray:
     """Spec 6.4.6, float32, each operation rounded, in this order:
     v = p * s_1; v = v + U[l_2] * s_2; v = v + U[l_3] * s_3; x = v * r_row."""
@@ -150,14 +142,6 @@ def decode_lattice_values(points, labels, scales, row_scales, rows, cols) -> np.
 
 
 # ---- encoder (informative) --------------------------------------------------------------------------
-
-
-def _group_view(a: np.ndarray, fill: float) -> np.ndarray:
-    rows, cols = a.shape
-    gpr = groups_per_row(cols)
-    out = np.full((rows, gpr * GROUP), fill, np.float64)
-    out[:, :cols] = a
-    return out.reshape(rows * gpr, GROUP)
 
 
 def _sse(X, W, recon) -> float:
@@ -298,7 +282,7 @@ def encode_lattice(wp: np.ndarray, options: dict, weighting=None) -> Encoded:
         w_full = np.broadcast_to(np.asarray(weighting, np.float64), wp.shape)
         if not (np.all(np.isfinite(w_full)) and np.all(w_full >= 0)):
             raise InputError("lattice: weights must be finite and non-negative")
-        W = _group_view(w_full, 0.0)
+        W = group_view(w_full, GROUP)
 
     sigma = float(np.sqrt(np.mean(wp * wp))) if wp.size else 0.0
     if not sigma > 0:
@@ -313,9 +297,9 @@ def encode_lattice(wp: np.ndarray, options: dict, weighting=None) -> Encoded:
 
     def problem(use_rows: bool) -> _Problem:
         if not use_rows:
-            return _Problem(_group_view(wp, 0.0), W, None, pad, gpr)
+            return _Problem(group_view(wp, GROUP), W, None, pad, gpr)
         safe = np.where(r > 0, r, 1.0)
-        X = _group_view(np.where(r[:, None] > 0, wp / safe[:, None], 0.0), 0.0)
+        X = group_view(np.where(r[:, None] > 0, wp / safe[:, None], 0.0), GROUP)
         return _Problem(X, W, np.repeat(r * r, gpr), pad, gpr)
 
     sample = _sample(n_groups)

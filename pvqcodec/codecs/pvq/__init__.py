@@ -14,12 +14,13 @@ in float32, each operation rounded to nearest.
 import math
 
 import numpy as np
-from construct import Bytes, Int8ul, Int16ul, Struct, this
+from construct import Bytes, Int8ul, Int16ul, Struct
 
 from ...coding import StreamSpec
-from ...errors import InputError, ParamsInvalid, PayloadCorrupt
+from ...errors import InputError, ParamsInvalid
 from ...params import parse_exact
 from .. import Codec, Encoded, register
+from ..rows import decode_row_scales, group_view
 from . import enumeration, gain
 from .search import pvq_search
 
@@ -100,7 +101,7 @@ class PVQCodec(Codec):
     def decode(self, params, rows, cols, dtype, streams):
         d, k = params["group_size"], params["pulses"]
         gpr = groups_per_row(cols, d)
-        scales = decode_pvq_row_scales(streams[0])
+        scales = decode_row_scales(streams[0], "pvq")
         gains = decode_pvq_gains(streams[1], params["gain_table"], rows * gpr)
         shapes = np.asarray(streams[2], np.uint64).reshape(rows * gpr, enumeration.n_limbs(d, k))
         y = enumeration.decode_indices(shapes, d, k)
@@ -126,14 +127,6 @@ class PVQCodec(Codec):
 
 
 # ---- decode arithmetic: the one place in Python --------------------------------------------
-
-
-def decode_pvq_row_scales(sym: np.ndarray) -> np.ndarray:
-    scales = np.asarray(sym, np.uint16).view(np.float16).astype(np.float32)
-    if not np.all(np.isfinite(scales)):
-        bad = int(np.flatnonzero(~np.isfinite(scales))[0])
-        raise PayloadCorrupt(f"pvq row scale of row {bad} is not finite")
-    return scales
 
 
 def decode_pvq_gains(sym: np.ndarray, table: np.ndarray, groups: int) -> np.ndarray:
@@ -164,14 +157,6 @@ def choose_rate(bits: float, rows: int, cols: int, d: int, gain_bits: int):
     per_group = (math.floor(bits * rows * cols) - side) // groups
     k = enumeration.max_k_for_bits(d, min(per_group - gain_bits, MAX_INDEX_BITS))
     return min(k, MAX_PULSES)
-
-
-def _group_view(wp: np.ndarray, d: int, fill: float = 0.0) -> np.ndarray:
-    rows, cols = wp.shape
-    gpr = groups_per_row(cols, d)
-    padded = np.full((rows, gpr * d), fill, np.float64)
-    padded[:, :cols] = wp
-    return padded.reshape(rows * gpr, d)
 
 
 def _quantize_groups(x, w, k, gb, kind, n, sample_weight):
@@ -215,9 +200,9 @@ def encode_pvq(wp: np.ndarray, options: dict, weighting=None) -> Encoded:
     scales = scales16.astype(np.float32).astype(np.float64)
     unit = scales * sigma  # per-row normalizer: decoded value = scale_r * G / |y| * y
     safe = np.where(unit > 0, unit, 1.0)
-    x = _group_view(wp / safe[:, None], d)
+    x = group_view(wp / safe[:, None], d)
     x[np.repeat(unit == 0, gpr)] = 0.0
-    w = None if weighting is None else _group_view(np.broadcast_to(np.asarray(weighting, np.float64), wp.shape), d, fill=1.0)
+    w = None if weighting is None else group_view(np.broadcast_to(np.asarray(weighting, np.float64), wp.shape), d, fill=1.0)
     group_weight = np.repeat(scales * scales, gpr)
 
     # The rate split: try each gain width, keep the one with the least error on a sample.

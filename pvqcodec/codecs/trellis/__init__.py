@@ -21,9 +21,10 @@ import numpy as np
 from construct import Float32l, Int8ul, Struct
 
 from ...coding import StreamSpec
-from ...errors import InputError, ParamsInvalid, PayloadCorrupt
+from ...errors import InputError, ParamsInvalid
 from ...params import parse_exact
 from .. import Codec, Encoded, register
+from ..rows import decode_row_scales
 from . import codes
 from .bitstream import states_to_words, words_to_states
 from .viterbi import viterbi_encode
@@ -189,11 +190,7 @@ def decode_trellis_scales(params: dict, row_sym, rows: int) -> np.ndarray:
     scale = np.float32(params["scale"])
     if row_sym is None:
         return np.full((rows, 1), scale, np.float32)
-    h = np.asarray(row_sym, np.uint16).view(np.float16).astype(np.float32)
-    if not np.all(np.isfinite(h)):
-        bad = int(np.flatnonzero(~np.isfinite(h))[0])
-        raise PayloadCorrupt(f"trellis row scale of row {bad} is not finite")
-    return (h * scale)[:, None]
+    return (decode_row_scales(row_sym, "trellis") * scale)[:, None]
 
 
 def decode_trellis_values(c: np.ndarray, a: np.ndarray) -> np.ndarray:
