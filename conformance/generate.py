@@ -167,6 +167,10 @@ class ValidCase:
     metadata: dict = field(default_factory=dict)
     expect: dict = field(default_factory=dict)  # tensor -> {param: value}: the corner must be reached
     version_minor: int = None  # patch the file header's minor version (decoders accept any)
+    # Payloads re-coded with rans settings the encoder would not choose by itself:
+    # (tensor name, stream name, RansCoding.encode keyword arguments), spec 4.3.
+    rans: tuple = ()
+    codings: dict = field(default_factory=dict)  # tensor -> expected payload codings ("raw", "table", "uniform")
 
 
 def encode_options(codec_name: str, args) -> EncodeOptions:
@@ -174,9 +178,14 @@ def encode_options(codec_name: str, args) -> EncodeOptions:
     from pvqcodec.cli import build_parser
 
     ns = build_parser().parse_args(["encode", "in.safetensors", "out.pvqc", "--codec", codec_name, *args])
+    codec_name = ns.codec  # a tensor's own options may name another codec
     codec = codec_by_name(codec_name)
+    # Cases that do not name --entropy keep raw payloads (version 1.0 files, as before 1.1);
+    # the rans cases name it.
+    entropy = ns.entropy if "--entropy" in args else "none"
     return EncodeOptions(codec=codec_name, bits=ns.bits, keep=ns.keep, exclude=ns.exclude, seed=ns.seed,
-                         transform=ns.transform, rht_block=ns.rht_block, codec_options=codec.options_from_args(ns))
+                         transform=ns.transform, rht_block=ns.rht_block, codec_options=codec.options_from_args(ns),
+                         entropy=entropy)
 
 
 def _shape_of(spec):
@@ -197,6 +206,12 @@ def encode_case(case: ValidCase):
             entry.shape = tuple(spec.shape)
         else:
             entry, _ = encode_tensor(spec.name, stored, spec.dtype, opts)
+        recode_rans(entry, [(stream, kw) for t, stream, kw in case.rans if t == spec.name])
+        if spec.name in case.codings:
+            got = payload_codings(entry)
+            if got != case.codings[spec.name]:
+                raise AssertionError(f"{case.name}/{spec.name}: payload codings {got}, expected "
+                                     f"{case.codings[spec.name]} (adjust the case so that it still covers its corner)")
         entries.append(entry)
         sources[spec.name] = stored
     data = to_bytes(dict(case.metadata), entries)
@@ -249,7 +264,41 @@ def encode_case(case: ValidCase):
     }
     if case.version_minor is not None:
         expected["generator"]["version_minor"] = case.version_minor
+    if case.rans:
+        expected["generator"]["rans_payloads"] = [{"tensor": t, "stream": st, **kw} for t, st, kw in case.rans]
     return data, expected
+
+
+def tensor_streams(entry):
+    """(codec, params, StreamSpecs, decoded streams) of a TensorToWrite's payloads."""
+    from pvqcodec.decoder import decode_payloads
+
+    codec = codec_by_id(entry.codec_id)
+    params = codec.parse_params(entry.codec_params, entry.rows, entry.cols, entry.dtype)
+    specs = codec.streams(params, entry.rows, entry.cols, entry.dtype)
+    streams = decode_payloads(codec, params, entry.rows, entry.cols, entry.dtype,
+                              [(c, d, sp) for (c, d), sp in zip(entry.payloads, specs)])
+    return codec, params, specs, streams
+
+
+def payload_codings(entry) -> list:
+    """"raw", or the rans mode ("table", "uniform"), of each payload of a TensorToWrite."""
+    return ["raw" if c == 0 else ("table", "uniform")[int(d[0])] for c, d in entry.payloads]
+
+
+def recode_rans(entry, overrides) -> None:
+    """Replace payloads of `entry` by rans payloads with the given encoder settings."""
+    if not overrides:
+        return
+    from pvqcodec.coding.rans import RansCoding
+
+    codec, params, specs, streams = tensor_streams(entry)
+    names = [sp.name for sp in specs]
+    for stream, kw in overrides:
+        i = names.index(stream)
+        bounds = codec.stream_bounds(params, entry.rows, entry.cols, entry.dtype, i, streams[:i])
+        data = RansCoding.encode(streams[i], dataclasses.replace(specs[i], bounds=bounds), **kw)
+        entry.payloads[i] = (RansCoding.id, data)
 
 
 def _jsonable(d: dict) -> dict:
@@ -473,12 +522,147 @@ def trellis_cases(codec) -> list:
     ]
 
 
+def rans_cases() -> list:
+    """The rans payload coding (spec 4.3, since 1.1): both modes on every kind of stream,
+    precisions and alphabets from 1 bit up, bounds above 2^64 up to 2^1024, several
+    chunks, counts that are not multiples of 32 or of the chunk size, empty streams."""
+    P = seeded_case
+    return [
+        P("rans_pvq", "PVQ with every payload rans-coded (--entropy rans), each in its smaller mode: at this size "
+          "all uniform (row scales over 2^16, gains over 2^3, shapes over N(D, K), a bound below 2^64)",
+          [T("w", (16, 64))], args=("--group-size", "8", "--bits", "2", "--gain-bits", "3", "--entropy", "rans"),
+          seed=401, codings={"w": ["uniform", "uniform", "uniform"]}),
+        P("rans_pvq_wide_bounds", "uniform mode on PVQ shape indices bounded by N(D, K) above 2^64: "
+          "group 64 at 4 bits (about 250 bits) and group 256 with 760 pulses (a 1024-bit index)",
+          [T("w64", (4, 128), args=("--group-size", "64", "--bits", "4")),
+           T("w256", (4, 256), args=("--group-size", "256", "--gain-bits", "0", "--bits", "4.5"))],
+          args=("--entropy", "rans"), seed=402,
+          expect={"w64": {"group_size": 64}, "w256": {"pulses": 760, "shape_bits": 1024}},
+          codings={"w64": ["uniform", "uniform", "uniform"], "w256": ["uniform", "uniform", "uniform"]}),
+        P("rans_chunks", "several chunks per payload, chunk sizes 1, 3, 8 and 16 and counts that are not multiples "
+          "of 32 or of the chunk size (35 groups, 7 rows), a 1 x 1 tensor with one symbol per chunk",
+          [T("w", (7, 37)), T("one", (1, 1), args=("--gain-bits", "1", "--bits", "4"))], args=("--group-size", "8", "--gain-bits", "3", "--bits", "3"), seed=403,
+          rans=(("w", "row_scales", dict(mode="uniform", chunk_symbols=3)),
+                ("w", "gains", dict(mode="table", precision=3, chunk_symbols=8)),
+                ("w", "shapes", dict(mode="uniform", chunk_symbols=16)),
+                ("one", "row_scales", dict(mode="uniform", chunk_symbols=1)),
+                ("one", "gains", dict(mode="table", precision=1, chunk_symbols=1)),
+                ("one", "shapes", dict(mode="uniform", chunk_symbols=1))),
+          codings={"w": ["uniform", "table", "uniform"], "one": ["uniform", "table", "uniform"]}),
+        P("rans_table_precisions", "table mode at precisions 1, 2, 8, 11 and 15 and alphabets of up to 256 "
+          "symbols: PVQ gains of 1, 2 and 8 bits, lattice patterns and signs",
+          [T("g1", (8, 32), args=("--group-size", "8", "--gain-bits", "1")),
+           T("g2", (8, 32), args=("--group-size", "8", "--gain-bits", "2")),
+           T("g8", (32, 64), args=("--group-size", "8", "--gain-bits", "8", "--bits", "3")),
+           T("lat", (16, 64), args=("--codec", "lattice"))],
+          args=("--bits", "2"), seed=404,
+          rans=(("g1", "gains", dict(mode="table", precision=1)),
+                ("g2", "gains", dict(mode="table", precision=2)),
+                ("g8", "gains", dict(mode="table", precision=8)),
+                ("lat", "patterns", dict(mode="table", precision=11)),
+                ("lat", "signs", dict(mode="table", precision=15, chunk_symbols=100))),
+          codings={"g1": ["raw", "table", "raw"], "g2": ["raw", "table", "raw"], "g8": ["raw", "table", "raw"],
+                   "lat": ["table", "table"]}),
+        P("rans_pvq_shapes_table", "table mode on a bounded stream: PVQ shape indices of 8 bits (group 4)",
+          [T("w", (8, 64))], args=("--group-size", "4", "--bits", "2.5"), seed=405,
+          rans=(("w", "shapes", dict(mode="table", precision=12)),), codings={"w": ["raw", "raw", "table"]}),
+        P("rans_trellis", "trellis words (32 bits) and row scales (16 bits) in uniform mode over 2^width",
+          [T("w", (16, 32))], codec="trellis", args=("--bits", "2", "--trellis-row-scales", "--entropy", "rans"),
+          seed=406, codings={"w": ["uniform", "uniform"]}),
+        P("rans_empty_streams", "rans payloads of streams with no symbols (no chunks) or of width 0: empty raw "
+          "tensors in table and uniform mode, PVQ gains of 0 bits in table mode (one symbol of frequency 2^P) "
+          "and in uniform mode (bound 1: no operations), a float16 raw tensor in uniform mode over 2^16",
+          [T("raw.empty", (0,), "float32"), T("raw.empty16", (2, 0), "float16"), T("g0", (4, 32)),
+           T("g0u", (4, 32)), T("raw.h", (5,), "float16")],
+          args=("--group-size", "8", "--gain-bits", "0", "--keep", r"^raw\."), seed=407,
+          rans=(("raw.empty", "values", dict(mode="table")), ("raw.empty16", "values", dict(mode="uniform")),
+                ("g0", "gains", dict(mode="table", precision=7)), ("g0u", "gains", dict(mode="uniform")),
+                ("raw.h", "values", dict(mode="uniform", chunk_symbols=2))),
+          codings={"raw.empty": ["table"], "raw.empty16": ["uniform"], "g0": ["raw", "table", "raw"],
+                   "g0u": ["raw", "uniform", "raw"], "raw.h": ["uniform"]}),
+    ]
+
+
+def pvqvr_cases(codec) -> list:
+    """The variable-rate PVQ codec (spec codecs/pvqvr.md): the generic cases (raw payloads, shapes at
+    index_bits(D, K_max)), rans payloads with per-group bounds, all-zero groups, one pulse count."""
+    P = seeded_case
+    return generic_codec_cases(codec) + [
+        P("pvqvr_rans_3bit", "pvqvr at 3 bits with rans: shapes in uniform mode, each bounded by N(32, K_g); "
+          "pulse indices in table mode", [T("w", (64, 1024))], codec="pvqvr",
+          args=("--bits", "3", "--entropy", "auto"), seed=241, codings={"w": ["raw", "raw", "table", "uniform"]}),
+        P("pvqvr_zero_groups", "K = 0 in the table (groups of 8, pulse counts 0, 2, 5, 9): all-zero groups "
+          "decode to +0.0, raw payloads", [T("w", (32, 128), fill="rows")], codec="pvqvr",
+          args=("--bits", "2.5", "--group-size", "8", "--vr-k-values", "0", "2", "5", "9", "--transform", "identity"),
+          seed=242, expect={"w": {"k_values": [0, 2, 5, 9]}}),
+        P("pvqvr_zero_groups_rans", "K = 0 groups with rans: a shape bound of N(8, 0) = 1 takes no operation",
+          [T("w", (32, 128), fill="rows")], codec="pvqvr",
+          args=("--bits", "2.5", "--group-size", "8", "--vr-k-values", "0", "2", "5", "9", "--transform", "identity",
+                "--entropy", "rans"), seed=243, expect={"w": {"k_values": [0, 2, 5, 9]}}),
+        P("pvqvr_one_k", "a one-entry table (k_count 1): a pulses stream of width 0", [T("w", (16, 256))],
+          codec="pvqvr", args=("--bits", "2", "--vr-fixed"), seed=244),
+        P("pvqvr_k_count_3", "a three-entry table: 2-bit pulse indices, index 3 unused", [T("w", (16, 256))],
+          codec="pvqvr", args=("--bits", "3", "--vr-k-values", "30", "45", "60"), seed=245,
+          expect={"w": {"k_values": [30, 45, 60]}}),
+        P("pvqvr_d64_4bit_rans", "group size 64 at 4 bits with rans: multi-limb shape indices in uniform mode",
+          [T("w", (16, 512))], codec="pvqvr",
+          args=("--bits", "4", "--group-size", "64", "--vr-k-count", "8", "--entropy", "rans"),
+          seed=246, expect={"w": {"group_size": 64}}),
+        P("pvqvr_spread_raw", "an 8-entry table in the raw coding: 3-bit pulse indices, every shape index at "
+          "index_bits(32, K_max) bits", [T("w", (32, 256))], codec="pvqvr", args=("--bits", "2", "--vr-k-count", "8"),
+          seed=248),
+        P("pvqvr_d1", "group size 1: N(1, K) = 2 for every K (equal bounds), the shape is a sign",
+          [T("w", (8, 40))], codec="pvqvr", args=("--bits", "3", "--group-size", "1", "--vr-k-values", "1", "2", "7"),
+          seed=247, expect={"w": {"group_size": 1}}),
+    ]
+
+
+def ecsq_cases(codec) -> list:
+    """The entropy-coded scalar codec (spec codecs/ecsq.md): a storage codec whose one 16-bit stream is
+    meant for the rans coding's table mode, so its cases use --entropy auto (raw payloads would take 16
+    bits per weight); one case keeps the raw coding. Offsets from none (an all-zero tensor) to hundreds."""
+    n = codec.name
+    P = seeded_case
+    auto = ("--entropy", "auto")
+    table = {"w": ["table"]}
+    return [
+        P(f"{n}_2bit", f"{n} at 2 bits per weight, rans table mode", [T("w", (32, 256))], codec=n,
+          args=("--bits", "2", *auto), seed=251, codings=table),
+        P(f"{n}_3bit", f"{n} at 3 bits per weight, rans table mode", [T("w", (16, 256))], codec=n,
+          args=("--bits", "3", *auto), seed=252, codings=table),
+        P(f"{n}_4bit", f"{n} at 4 bits per weight, rans table mode", [T("w", (16, 128))], codec=n,
+          args=("--bits", "4", *auto), seed=253, codings=table),
+        P(f"{n}_8bit_outliers", f"{n} at 8 bits on weights with outliers: large magnitudes, hundreds of offsets",
+          [T("w", (16, 256), fill="outliers")], codec=n, args=("--bits", "8", *auto), seed=254, codings=table),
+        P(f"{n}_odd_shape", f"{n} on 7 x 37 (prime sides; the tensor is smaller than its target rate allows)",
+          [T("w", (7, 37))], codec=n, args=("--bits", "2", *auto), seed=255),
+        P(f"{n}_identity", f"{n} with the identity transform", [T("w", (16, 64))], codec=n,
+          args=("--bits", "3", "--transform", "identity", *auto), seed=256, expect={"w": {"transform": "identity"}}),
+        P(f"{n}_source_dtypes", f"{n} on float16 and bfloat16 sources, rank 3",
+          [T("w16", (16, 64), "float16"), T("wbf", (2, 8, 64), "bfloat16")], codec=n, args=("--bits", "3", *auto),
+          seed=257),
+        P(f"{n}_rht_block_576", f"{n} with RHT column blocks of 576 = 36 x 16", [T("w", (4, 576))], codec=n,
+          args=("--bits", "2", "--rht-block", "576", *auto), seed=258),
+        P(f"{n}_raw_coding", f"{n} with its indices in the raw coding (16 bits per weight)", [T("w", (8, 64))],
+          codec=n, args=("--bits", "3", "--entropy", "none"), seed=259, codings={"w": ["raw"]}),
+        P(f"{n}_zeros", f"{n} on an all-zero tensor: offset_count 0, every symbol 0 (+0.0)",
+          [T("w", (8, 64), fill="zeros")], codec=n, args=("--bits", "2", *auto), seed=260,
+          expect={"w": {"offset_count": 0}}),
+        P(f"{n}_rows", f"{n} on rows of very different size (a zero row, tiny rows), identity transform",
+          [T("w", (14, 64), fill="rows")], codec=n, args=("--bits", "4", "--transform", "identity", *auto), seed=261),
+        P(f"{n}_rans_chunks", f"{n} indices in table-mode chunks of 100 symbols (a partial last chunk)",
+          [T("w", (9, 37))], codec=n, args=("--bits", "3", "--transform", "identity", *auto), seed=262,
+          rans=(("w", "indices", dict(mode="table", chunk_symbols=100)),), codings=table),
+    ]
+
+
 # codec name -> function(codec) -> [ValidCase]; codecs not named here get generic_codec_cases.
-CODEC_CASES = {"pvq": pvq_cases, "lattice": lattice_cases, "trellis": trellis_cases}
+CODEC_CASES = {"pvq": pvq_cases, "lattice": lattice_cases, "trellis": trellis_cases, "pvqvr": pvqvr_cases,
+               "ecsq": ecsq_cases}
 
 
 def valid_cases() -> list:
-    cases = container_cases()
+    cases = container_cases() + rans_cases()
     for codec in all_codecs():
         if codec.quantizes:
             cases += CODEC_CASES.get(codec.name, generic_codec_cases)(codec)
@@ -544,7 +728,7 @@ class RawFile:
     tensors: list
     magic: bytes = fmt.MAGIC
     version_major: int = fmt.VERSION_MAJOR
-    version_minor: int = fmt.VERSION_MINOR
+    version_minor: int = None  # None: the lowest minor version that defines the ids used (spec 2.1)
     flags: int = 0
     header_size: int = None
     header_crc: int = None
@@ -594,11 +778,20 @@ class RawFile:
     def canonical_offset(self, target: RawPayload) -> int:
         return align_up(self.end_before(target))
 
+    def minor_version(self) -> int:
+        """Spec 2.1, written out independently of the writer: 1.1 added coding 1 (rans) and
+        codecs 4 (pvqvr) and 5 (ecsq)."""
+        if self.version_minor is not None:
+            return self.version_minor
+        uses_1_1 = any(t.codec_id in (4, 5) for t in self.tensors if isinstance(t.codec_id, int)) or \
+            any(p.coding == 1 for p in self.payloads())
+        return 1 if uses_1_1 else 0
+
     def to_bytes(self) -> bytes:
         block, body, _, _ = self.layout()
         size = fmt.FILE_HEADER_SIZE + len(block) + len(body)
         header = self.magic + struct.pack(
-            "<HHIIIQ", self.version_major, self.version_minor, self.flags,
+            "<HHIIIQ", self.version_major, self.minor_version(), self.flags,
             len(block) if self.header_size is None else self.header_size,
             checksum.crc32(block) if self.header_crc is None else self.header_crc,
             size if self.file_size is None else self.file_size)
@@ -701,6 +894,104 @@ def _set_symbol(rf: RawFile, tname: str, stream: int, index: int, value: int) ->
 def pvq_params_bytes(d, k, gain_bits, table=None) -> bytes:
     table = [1.0] * (1 << min(gain_bits, 8)) if table is None else table
     return struct.pack("<HHB", d, k, gain_bits) + struct.pack(f"<{len(table)}f", *table)
+
+
+def pvqvr_params_bytes(d, k_values, gain_bits, table=None, k_count=None) -> bytes:
+    table = [1.0] * (1 << min(gain_bits, 8)) if table is None else table
+    kc = len(k_values) if k_count is None else k_count
+    return (struct.pack(f"<HH{len(k_values)}H", d, kc, *k_values) + struct.pack("<B", gain_bits)
+            + struct.pack(f"<{len(table)}f", *table))
+
+
+def pvqvr_invalid_cases(add, edit) -> None:
+    """The variable-rate PVQ codec's rules (spec codecs/pvqvr.md 6.5.1, 6.5.3), on a raw-coded base."""
+    from pvqcodec.codecs.pvq import enumeration
+
+    data, _ = encode_case(ValidCase(
+        "pvqvr_base", "", [T("w", (16, 64))], codec="pvqvr", seed=304,
+        args=("--bits", "2.5", "--group-size", "8", "--vr-k-values", "0", "3", "5", "--gain-bits", "1",
+              "--transform", "identity")))
+    V = RawFile.parse(data)
+    params, specs, syms = _streams(V, "w")
+    assert params["k_values"] == [0, 3, 5] and specs[2].width == 2 and all(p.coding == 0 for p in V.tensor("w").payloads)
+    pulses = [int(v) for v in syms[2]]
+    table = [float(v) for v in params["gain_table"]]
+
+    def vr(**kw):
+        vals = dict(d=8, k_values=[0, 3, 5], gain_bits=1, table=table, k_count=None)
+        vals.update(kw)
+        return lambda rf: setattr(rf.tensor("w"), "codec_params", pvqvr_params_bytes(**vals))
+
+    add("pvqvr_k_count_0", "params_invalid", "6.5.1", "pvqvr k_count 0 (an empty pulse-count table)",
+        edit(vr(k_values=[]), src=V))
+    add("pvqvr_k_count_257", "params_invalid", "6.5.1", "pvqvr k_count 257 with 257 pulse counts 0..256",
+        edit(vr(k_values=list(range(257))), src=V))
+    add("pvqvr_k_values_decreasing", "params_invalid", "6.5.1", "pvqvr k_values 0, 5, 3 (not increasing)",
+        edit(vr(k_values=[0, 5, 3]), src=V))
+    add("pvqvr_k_values_repeated", "params_invalid", "6.5.1", "pvqvr k_values 0, 3, 3 (not strictly increasing)",
+        edit(vr(k_values=[0, 3, 3]), src=V))
+    add("pvqvr_k_value_4097", "params_invalid", "6.5.1", "a pvqvr pulse count of 4097",
+        edit(vr(k_values=[0, 3, 4097]), src=V))
+    add("pvqvr_index_bits_over_1024", "params_invalid", "6.5.1",
+        "pvqvr group_size 256 with K_max 761: index_bits(256, 761) = 1025 > 1024", edit(vr(d=256, k_values=[1, 761]), src=V))
+    add("pvqvr_gain_table_nan", "params_invalid", "6.5.1", "a NaN in the pvqvr gain table",
+        edit(vr(table=[float("nan")] + table[1:]), src=V))
+    g3 = pulses.index(1)  # a group with K = 3
+    g0 = pulses.index(0)  # a group with K = 0
+    n3 = enumeration.pvq_count(8, 3)
+    assert n3 < enumeration.pvq_count(8, 5) < (1 << specs[3].width)
+    add("pvqvr_pulse_index_eq_k_count", "payload_corrupt", "6.5.3",
+        "a pvqvr pulse index of 3 with k_count 3 (raw coding, 2-bit indices)", edit(lambda f: _set_symbol(f, "w", 2, 5, 3), src=V))
+    add("pvqvr_shape_index_eq_N_of_its_K", "payload_corrupt", "6.5.3",
+        f"a pvqvr shape index equal to N(8, 3) = {n3} in a group with K_g = 3 (valid for K_max = 5, not for K_g)",
+        edit(lambda f: _set_symbol(f, "w", 3, g3, n3), src=V))
+    add("pvqvr_zero_group_shape_1", "payload_corrupt", "6.5.3",
+        "a pvqvr shape index of 1 in a group with K_g = 0 (its bound N(8, 0) is 1)",
+        edit(lambda f: _set_symbol(f, "w", 3, g0, 1), src=V))
+    add("pvqvr_row_scale_inf", "payload_corrupt", "6.5.3", "a pvqvr row scale of +inf (float16 0x7C00)",
+        edit(lambda f: _set_symbol(f, "w", 0, 3, 0x7C00), src=V))
+
+
+def ecsq_params_bytes(step, offsets, flags=0, reserved=0, offset_count=None) -> bytes:
+    n = len(offsets) if offset_count is None else offset_count
+    return struct.pack("<fBBH", step, flags, reserved, n) + struct.pack(f"<{len(offsets)}f", *offsets)
+
+
+def ecsq_invalid_cases(add, edit) -> None:
+    """The entropy-coded scalar codec's rules (spec codecs/ecsq.md 6.6.1, 6.6.4 with 7.3), on a raw-coded base."""
+    data, _ = encode_case(ValidCase(
+        "ecsq_base", "", [T("w", (16, 64))], codec="ecsq", seed=305,
+        args=("--bits", "3", "--transform", "identity", "--entropy", "none")))
+    V = RawFile.parse(data)
+    params, specs, syms = _streams(V, "w")
+    assert params["offsets"].size >= 2 and specs[0].width == 16 and V.tensor("w").payloads[0].coding == 0
+    step = float(params["step"])
+    offsets = [float(v) for v in params["offsets"]]
+    inf, nan = float("inf"), float("nan")
+
+    def eq(**kw):
+        vals = dict(step=step, offsets=offsets)
+        vals.update(kw)
+        return lambda rf: setattr(rf.tensor("w"), "codec_params", ecsq_params_bytes(**vals))
+
+    add("ecsq_step_0", "params_invalid", "6.6.1", "ecsq step +0.0 (must be > 0)", edit(eq(step=0.0), src=V))
+    add("ecsq_step_negative_zero", "params_invalid", "6.6.1", "ecsq step -0.0 (must be > 0)", edit(eq(step=-0.0), src=V))
+    add("ecsq_step_negative", "params_invalid", "6.6.1", "ecsq step -1.0", edit(eq(step=-1.0), src=V))
+    add("ecsq_step_nan", "params_invalid", "6.6.1", "ecsq step NaN", edit(eq(step=nan), src=V))
+    add("ecsq_step_inf", "params_invalid", "6.6.1", "ecsq step +inf", edit(eq(step=inf), src=V))
+    add("ecsq_flags_1", "params_invalid", "6.6.1", "ecsq flags 1 (reserved, must be 0)", edit(eq(flags=1), src=V))
+    add("ecsq_reserved_nonzero", "params_invalid", "6.6.1", "ecsq reserved byte 0x80", edit(eq(reserved=0x80), src=V))
+    add("ecsq_offset_nan", "params_invalid", "6.6.1", "a NaN as the last ecsq offset",
+        edit(eq(offsets=offsets[:-1] + [nan]), src=V))
+    add("ecsq_offset_neg_inf", "params_invalid", "6.6.1", "-inf as the first ecsq offset",
+        edit(eq(offsets=[-inf] + offsets[1:]), src=V))
+    add("ecsq_offset_count_over_block", "params_invalid", "6.6.1",
+        "ecsq offset_count one more than the offsets the block holds (8 + 4 n bytes)",
+        edit(eq(offset_count=len(offsets) + 1), src=V))
+    add("ecsq_decoded_value_inf", "payload_corrupt", "6.6.4, 7.3",
+        "ecsq step 1e35 and a symbol 65535 (magnitude 32768, above offset_count: it shares the last offset): "
+        "(32768 - off) * 1e35 overflows to +inf",
+        edit(lambda f: (eq(step=1e35)(f), _set_symbol(f, "w", 0, 17, 65535)), src=V))
 
 
 def invalid_cases() -> list:
@@ -1036,6 +1327,9 @@ def invalid_cases() -> list:
     add("pvq_row_scale_nan", "payload_corrupt", "6.2.3", "a PVQ row scale that is a NaN (float16 0xFE01)",
         edit(lambda f: _set_symbol(f, "w", 0, 0, 0xFE01)))
 
+    pvqvr_invalid_cases(add, edit)
+    ecsq_invalid_cases(add, edit)
+
     # ---- codecs without their own invalid list: the rules every codec shares ------------------
     for codec in all_codecs():
         if not codec.quantizes or codec.name == "pvq":
@@ -1055,9 +1349,195 @@ def invalid_cases() -> list:
         add(f"{codec.name}_payload_byte_flipped", "checksum_mismatch", "3.6", f"one byte of a {codec.name} payload changed",
             edit(lambda f: _flip_first_nonempty(f.tensors[0]), src=rf))
 
+    rans_invalid_cases(add)
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "duplicate invalid vector names"
     return cases
+
+
+def rans_invalid_cases(add) -> None:
+    """One file per rejection rule of the rans coding (spec 4.3, all `payload_corrupt`), each
+    an edit of one rans payload of a valid file. Every edit is checked to break the rule it
+    names: the Python decoder's message for that payload must say so."""
+    from pvqcodec.coding.rans import RansCoding, align8
+
+    base_case = ValidCase(
+        "rans_base", "", [T("w", (5, 40)), T("z", (4, 64), args=("--gain-bits", "0", "--group-size", "16")),
+                          T("wide", (2, 128), args=("--group-size", "64", "--gain-bits", "0", "--bits", "4"))],
+        args=("--group-size", "8", "--gain-bits", "3", "--bits", "2"), seed=304,
+        rans=(("w", "gains", dict(mode="table", chunk_symbols=8)), ("w", "shapes", dict(mode="uniform", chunk_symbols=16)),
+              ("z", "gains", dict(mode="table")), ("z", "shapes", dict(mode="uniform")),
+              ("wide", "shapes", dict(mode="uniform"))),
+        codings={"w": ["raw", "table", "uniform"], "z": ["raw", "table", "uniform"], "wide": ["raw", "raw", "uniform"]})
+    data, _ = encode_case(base_case)
+    R = RawFile.parse(data)
+    GAINS, SHAPES = 1, 2
+
+    def spec_of(rf, tname, stream):
+        from pvqcodec.decoder import decode_payloads
+
+        t = rf.tensor(tname)
+        dtype = fmt.DTYPE_NAMES[t.dtype]
+        codec = codec_by_id(t.codec_id)
+        params = codec.parse_params(t.codec_params, t.rows, t.cols, dtype)
+        specs = codec.streams(params, t.rows, t.cols, dtype)
+        earlier = decode_payloads(codec, params, t.rows, t.cols, dtype,
+                                  [(p.coding, np.frombuffer(p.data, np.uint8), sp)
+                                   for p, sp in zip(t.payloads[:stream], specs[:stream])])
+        bounds = codec.stream_bounds(params, t.rows, t.cols, dtype, stream, earlier)
+        return dataclasses.replace(specs[stream], bounds=bounds), earlier
+
+    def u(b, off, n):
+        return int.from_bytes(b[off:off + n], "little")
+
+    def put(b, off, n, v):
+        b[off:off + n] = int(v).to_bytes(n, "little")
+
+    def layout(b):
+        """(T, C, offset of the chunk data) of a rans payload."""
+        T = align8(16 + 2 * u(b, 12, 4))
+        C = u(b, 8, 4)
+        return T, C, T + 8 * C
+
+    def case(name, tname, stream, description, fn, says):
+        rf = R.copy()
+        p = rf.tensor(tname).payloads[stream]
+        assert p.coding == RansCoding.id
+        b = bytearray(p.data)
+        out = fn(b)
+        p.data = bytes(b if out is None else out)
+        spec, _ = spec_of(rf, tname, stream)
+        try:
+            RansCoding.decode(np.frombuffer(p.data, np.uint8), spec)
+        except FormatError as exc:
+            assert exc.code == "payload_corrupt" and says in str(exc), (name, str(exc))
+        else:
+            raise AssertionError(f"invalid/{name}: the edited rans payload decodes")
+        add(name, "payload_corrupt", "4.3", description, rf.to_bytes())
+
+    def gains_field(off, n, v):
+        return lambda b: put(b, off, n, v)
+
+    case("rans_mode_unknown", "w", GAINS, "a rans payload with mode 2 (0 table, 1 uniform)",
+         gains_field(0, 1, 2), "unknown mode")
+    case("rans_table_precision_0", "w", GAINS, "a table-mode rans payload with precision 0 (1 to 15)",
+         gains_field(1, 1, 0), "precision")
+    case("rans_table_precision_16", "w", GAINS, "a table-mode rans payload with precision 16 (1 to 15)",
+         gains_field(1, 1, 16), "precision")
+    case("rans_uniform_precision", "w", SHAPES, "a uniform-mode rans payload with precision 12 (must be 0)",
+         gains_field(1, 1, 12), "precision")
+    case("rans_reserved_nonzero", "w", GAINS, "a rans payload whose reserved u16 is 1", gains_field(2, 2, 1),
+         "reserved")
+    case("rans_chunk_symbols_0", "w", GAINS, "a rans payload with chunk_symbols 0", gains_field(4, 4, 0),
+         "chunk_symbols")
+    case("rans_chunk_count_wrong", "w", GAINS, "a rans payload whose chunk_count is ceil(count / S) + 1",
+         lambda b: put(b, 8, 4, u(b, 8, 4) + 1), "chunk_count")
+    case("rans_alphabet_0", "w", GAINS, "a table-mode rans payload with alphabet 0", gains_field(12, 4, 0),
+         "alphabet")
+    case("rans_alphabet_over_width", "w", GAINS,
+         "a table-mode rans payload of a 3-bit stream with alphabet 9 (more than 2^width)", gains_field(12, 4, 9),
+         "alphabet")
+
+    def wide_table(b):
+        b[0], b[1] = 0, 12
+        put(b, 12, 4, 65537)
+    case("rans_alphabet_over_65536", "wide", SHAPES,
+         "a table-mode rans payload of a 250-odd-bit stream with alphabet 65537 (at most 65536)", wide_table,
+         "alphabet")
+    case("rans_uniform_alphabet", "w", SHAPES, "a uniform-mode rans payload with alphabet 1 (must be 0)",
+         gains_field(12, 4, 1), "alphabet")
+    case("rans_freq_sum", "w", GAINS, "a frequency table that sums to 2^P + 1",
+         lambda b: put(b, 16, 2, u(b, 16, 2) + 1), "sum to")
+    case("rans_freq_entry_over_total", "z", GAINS,
+         "a one-symbol frequency table whose entry is 2^P + 1 (at most 2^P, and the sum is off)",
+         lambda b: put(b, 16, 2, (1 << b[1]) + 1), "exceeds")
+
+    def padding(b):
+        assert u(b, 12, 4) % 4, "this payload's frequency table must be followed by padding"
+        b[align8(16 + 2 * u(b, 12, 4)) - 1] = 1
+    case("rans_padding_nonzero", "z", GAINS, "a non-zero padding byte after the frequency table", padding,
+         "padding")
+    case("rans_truncated_in_freq", "w", GAINS, "a rans payload that ends inside its frequency table",
+         lambda b: b[:18], "frequency table")
+    case("rans_truncated_in_chunk_end", "w", GAINS, "a rans payload that ends inside its chunk offset table",
+         lambda b: b[:layout(b)[0] + 12], "chunk offset table")
+
+    def decreasing(b):
+        T, C, _ = layout(b)
+        assert C >= 3
+        put(b, T, 8, u(b, T + 8, 8) + 64)
+    case("rans_chunk_end_decreasing", "w", GAINS, "chunk_end[0] above chunk_end[1] (offsets must not decrease)",
+         decreasing, "below")
+
+    def short_chunk(b):
+        T, C, _ = layout(b)
+        put(b, T + 8, 8, u(b, T, 8) + 63)
+    case("rans_chunk_under_64_words", "w", GAINS, "chunk 1 is 63 words long (each chunk holds at least its 64 "
+         "words of lane states)", short_chunk, "under 64")
+    case("rans_length_long", "w", GAINS, "a rans payload with two bytes after its last chunk",
+         lambda b: b + bytes(2), "ends the payload")
+    case("rans_length_short", "w", GAINS, "a rans payload whose last chunk lacks its last word",
+         lambda b: b[:-2], "ends the payload")
+    case("rans_length_odd", "w", GAINS, "a rans payload with one byte after its last chunk",
+         lambda b: b + bytes(1), "ends the payload")
+
+    def low_state(b):
+        T, C, data_off = layout(b)
+        start = u(b, T + 8, 8)  # chunk 2 starts where chunk 1 ends
+        put(b, data_off + 2 * (start + 2 * 3 + 1), 2, 0)
+    case("rans_initial_state_low", "w", GAINS, "lane 3 of chunk 2 starts at a state below 2^16 (its high word 0)",
+         low_state, "initial state")
+
+    def refill_past_end(b):
+        T, C, _ = layout(b)
+        assert C == 1 and u(b, T, 8) > 64, "the chunk must have words to read"
+        put(b, T, 8, u(b, T, 8) - 1)
+        return b[:-2]
+    case("rans_refill_past_end", "wide", SHAPES, "the payload's last word removed (and chunk_end with it): the "
+         "chunk's last refill finds no word",
+         refill_past_end, "refills past the end")
+
+    def final_state(b):
+        T, C, data_off = layout(b)
+        put(b, data_off + 2 * (2 * 7), 2, 1)  # lane 7: 2^16 + 1; a symbol of frequency 2^P never moves it
+    case("rans_final_state", "z", GAINS, "a lane not back at 2^16 after the chunk's last symbol (table mode with "
+         "one symbol of frequency 2^P: lane 7 starts, and so ends, at 2^16 + 1)", final_state, "not back at state")
+
+    def words_left(b):
+        T, C, _ = layout(b)
+        put(b, T + 8 * (C - 1), 8, u(b, T + 8 * (C - 1), 8) + 1)
+        return b + bytes(2)
+    case("rans_words_left_over", "z", GAINS, "a word left over after the chunk's last symbol", words_left,
+         "left over")
+
+    def above_bound(tname, symbol_index, how):
+        """Re-encode the shapes under the largest bound with the same operations as N(D, K),
+        with one symbol at (or above) N(D, K)."""
+        from pvqcodec.coding.rans import symbol_operations
+
+        def fn(b):
+            rf = R.copy()
+            spec, _ = spec_of(rf, tname, SHAPES)
+            N = spec.bounds.values[0]
+            ops, s, ntop, _ = symbol_operations(N)
+            wider = ntop << s
+            assert wider > N and symbol_operations(wider) == symbol_operations(N)
+            syms = RansCoding.decode(np.frombuffer(bytes(b), np.uint8), spec)
+            rows = np.asarray(syms, np.uint64).reshape(spec.count, -1).copy()
+            v = N if how == "eq" else wider - 1
+            rows[symbol_index] = [(v >> (64 * i)) & ((1 << 64) - 1) for i in range(rows.shape[1])]
+            head = RansCoding.header(np.frombuffer(bytes(b), np.uint8), spec)
+            return bytearray(RansCoding.encode(rows if rows.shape[1] > 1 else rows[:, 0],
+                                               dataclasses.replace(spec, bounds=type(spec.bounds)((wider,), None)),
+                                               mode="uniform", chunk_symbols=head.chunk_symbols).tobytes())
+        return fn
+
+    case("rans_uniform_symbol_eq_bound", "z", SHAPES,
+         "a uniform-mode PVQ shape index equal to N(D, K), coded with the operations of that bound",
+         above_bound("z", 5, "eq"), "at or above its bound")
+    case("rans_uniform_symbol_above_bound_multilimb", "wide", SHAPES,
+         "a uniform-mode PVQ shape index above N(D, K) > 2^64 (the largest value its operations can code)",
+         above_bound("wide", 1, "max"), "at or above its bound")
 
 
 def _flip_first_nonempty(t: RawTensor):

@@ -12,6 +12,10 @@ All kernels are compiled with `-fmad=false`; the bit-exact ones (the inverse RHT
 of 6.4.6) use the correctly rounded intrinsics too. The fused products use explicit FMAs (or
 float16 tensor-core products, lattice) and are not bit-exact.
 
+The rans payload coding (spec 4.3, `rans.cu`) is decoded with integer arithmetic into the
+raw coding's packed layout, identical to the reference decoder; `pvqcodec.torch` runs it once
+at load time, and the kernels above read the raw payloads it produces.
+
 Nothing here is imported by `import pvqcodec`; `pvqcodec.torch` uses it on CUDA tensors.
 """
 
@@ -27,7 +31,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ["bindings.cpp", "rht.cu", "pvq.cu", "trellis_decode.cu", "trellis_gemv.cu", "lattice_decode.cu",
-           "lattice_gemv.cu"]
+           "lattice_gemv.cu", "rans.cu", "trellis_viterbi.cu"]
 HEADERS = ["common.cuh", "trellis.cuh", "lattice.cuh"]
 CUDA_FLAGS = ["-O3", "-fmad=false", "--expt-relaxed-constexpr", "-lineinfo"]
 _lock = threading.Lock()
@@ -265,6 +269,23 @@ def trellis_gemv(payloads, params: dict, rows: int, cols: int, x, jr: int = None
     return y
 
 
+def trellis_viterbi(x, w, code: int, L: int, k: int, seam: int, two_pass: bool = True, threads: int = 0):
+    """The trellis encoder's Viterbi search (pvqcodec/codecs/trellis/viterbi.py) on every tile:
+    x, w float32 CUDA (tiles, 256), each tile's values and weights in sequence order. Returns
+    (states int32 (tiles, 256 / V), costs float32 (tiles,)): those of the Numba encoder.
+    two_pass: QTIP's tail-biting passes, `seam` steps each side of the seam; else one free pass.
+    threads: most threads per block (0: the kernel's default; for tuning)."""
+    import torch
+
+    mod = load()
+    n, V = x.shape[0], 2 if int(code) == 2 else 1
+    states = torch.empty((n, 256 // V), dtype=torch.int32, device=x.device)
+    costs = torch.empty(n, dtype=torch.float32, device=x.device)
+    mod.trellis_viterbi(x.contiguous(), w.contiguous(), int(code), int(L), int(k), int(seam), bool(two_pass),
+                        _hyb(x.device), states, costs, int(threads))
+    return states, costs
+
+
 # ---- lattice (codec id 3, spec codecs/lattice.md) -----------------------------------------------
 
 # Field offsets of the packed tables (gpu_decoder/lattice.cuh).
@@ -420,3 +441,185 @@ def lattice_tile(prepared, rows: int, cols: int):
     t = buf.view(k + 1, r16, 2, 8, nch, 4, 16).permute(1, 4, 0, 2, 3, 5, 6).contiguous().view(-1)
     assert t.numel() == lattice_tile_bytes(rows, cols, k)
     return t
+
+
+# ---- the rans payload coding (spec 4.3, coding-rans.md) ---------------------------------------
+
+#: The GPU decoder takes streams up to this width (symbols as uint8 / uint16); wider streams (PVQ
+#: shape indices) and per-symbol bounds are decoded by the reference decoder (`rans_to_raw`).
+RANS_GPU_MAX_WIDTH = 16
+#: Table mode with P <= 12 and A <= 256: True runs the variant that fetches the next step's table
+#: entry by shuffle (rans.cu, TABLE_SPEC). Off: measured 11-15 % slower on the H100 (bench/RESULTS.md).
+RANS_SPECULATIVE = False
+RANS_ERRORS = ((1, "a lane's initial state is below 2^16"), (2, "a refill runs past the end of a chunk's words"),
+               (4, "a lane is not back at state 2^16 after a chunk's last symbol"),
+               (8, "words are left over after a chunk's last symbol"), (16, "a symbol is at or above its bound"))
+
+
+class RansPlan:
+    """What the GPU decoder needs of one rans payload, from its host-side header (spec 4.3.1,
+    checked by the reference parser): the decode table on the device (table mode) or the
+    bound (uniform mode). `gpu` is False, with `reason`, where the stream needs the reference
+    decoder (width above 16, per-symbol bounds, a chunk of 2^30 words or more)."""
+
+    def __init__(self, header, spec, device):
+        import torch
+
+        from pvqcodec.coding import rans
+
+        self.header, self.spec = header, spec
+        h = header
+        self.table, self.tsym = _empty(torch.int32, device), _empty(torch.int16, device)
+        self.bound = 0
+        self.reason = ""
+        words = np.diff(np.concatenate([[0], h.chunk_end.astype(np.int64)])) if h.chunk_count else np.zeros(0)
+        if spec.width > RANS_GPU_MAX_WIDTH:
+            self.reason = f"width {spec.width} above {RANS_GPU_MAX_WIDTH}"
+        elif h.mode == rans.MODE_UNIFORM and spec.bounds is not None and spec.bounds.index is not None:
+            self.reason = "per-symbol bounds"
+        elif words.size and int(words.max()) >= 1 << 30:
+            self.reason = "a chunk of 2^30 words or more"
+        self.gpu = not self.reason
+        if not self.gpu:
+            return
+        if h.mode == rans.MODE_TABLE:
+            e, sym = rans_table_entries(h.freq, h.precision)
+            self.table = torch.from_numpy(e.view(np.int32)).to(device)
+            if sym is not None:
+                self.tsym = torch.from_numpy(sym.view(np.int16)).to(device)
+        else:
+            self.bound = int(spec.bounds.values[0]) if spec.bounds is not None else 1 << spec.width
+        w = spec.width
+        # Chunks start on whole 32-bit words of the packed layout: plain stores, else atomicOr.
+        self.aligned = h.chunk_count <= 1 or (h.chunk_symbols * w) % 32 == 0
+
+    def packed_words(self) -> int:
+        """32-bit words the kernel may write: whole steps of 32 symbols."""
+        return -(-self.spec.count // 32) * self.spec.width
+
+
+def rans_table_entries(freq: np.ndarray, precision: int):
+    """The slot table of table mode (4.3.2) as the kernel reads it (rans.cu): one uint32 per
+    slot, symbol | (f - 1) << 8 | (slot - c) << 20 where P <= 12 and A <= 256 (second value
+    None), else (f - 1) | (slot - c) << 16 with the symbols in a uint16 table."""
+    freq = np.asarray(freq, np.int64)
+    sym = np.repeat(np.arange(freq.size, dtype=np.int64), freq)
+    cum = np.concatenate([[0], np.cumsum(freq)[:-1]])
+    f1 = freq[sym] - 1
+    bias = np.arange(1 << precision, dtype=np.int64) - cum[sym]
+    if precision <= 12 and freq.size <= 256:
+        return (sym | (f1 << 8) | (bias << 20)).astype(np.uint32), None
+    return (f1 | (bias << 16)).astype(np.uint32), sym.astype(np.uint16)
+
+
+def rans_header_host(payload) -> np.ndarray:
+    """A host array as long as the payload that holds its header and chunk offset table (4.3.1)
+    and zeros after them: enough for the reference header parser, which reads nothing beyond
+    (a CUDA payload is copied only that far)."""
+    from pvqcodec.coding import rans
+
+    if not hasattr(payload, "is_cuda"):
+        return np.asarray(payload, np.uint8)
+    n = payload.numel()
+    head = payload[: min(n, rans.HEADER_SIZE)].cpu().numpy()
+    if head.size < rans.HEADER_SIZE:
+        return head
+    A, C = int(head[12:16].view("<u4")[0]), int(head[8:12].view("<u4")[0])
+    m = min(n, rans.align8(rans.HEADER_SIZE + 2 * A) + 8 * C)
+    buf = np.zeros(n, np.uint8)
+    buf[:m] = payload[:m].cpu().numpy()
+    return buf
+
+
+def rans_plan(payload, spec, device=None) -> RansPlan:
+    """Parse and check the header of a rans payload (host numpy bytes or a CUDA tensor) for
+    the stream `spec` (with its bounds); PayloadCorrupt on any header rejection of 4.3.1."""
+    from pvqcodec.coding import rans
+
+    header = rans.parse_rans_header(rans_header_host(payload), spec)
+    return RansPlan(header, spec, device if device is not None else payload.device)
+
+
+def rans_decode(payload, spec, plan: RansPlan = None, *, packed=True, symbols=False, out_packed=None,
+                out_symbols=None, fused_pack: bool = True, check: bool = True, speculative: bool = None):
+    """Decode a rans payload (uint8 CUDA tensor, 16-byte aligned) on the GPU. Returns
+    (packed, symbols): the raw coding's layout of the stream (4.2: `packed_size(count, width)`
+    bytes, a view of a slightly longer buffer) and the symbols as uint8 (width <= 8) or int16
+    holding uint16 bits; each None where not asked for (for widths 8 and 16 they share memory).
+    out_packed / out_symbols: buffers to decode into (at least `4 * plan.packed_words()` bytes /
+    `count` elements). fused_pack=False writes the symbols first and packs them in a second
+    kernel. Raises PayloadCorrupt on any rejection of section 4.3; check=False leaves that to
+    `rans_check(err)` (no device sync), returning (packed, symbols, err). speculative: the table
+    mode kernel variant (default RANS_SPECULATIVE)."""
+    import torch
+
+    from pvqcodec import bits
+
+    mod = load()
+    plan = plan or rans_plan(payload, spec)
+    if not plan.gpu:
+        raise ValueError(f"stream {spec.name!r}: the GPU rans decoder does not take {plan.reason}")
+    h, w, n = plan.header, spec.width, spec.count
+    dev = payload.device
+    nbytes = bits.packed_size(n, w)
+    native = w in (8, 16)
+    sym_dtype = torch.uint8 if w <= 8 else torch.int16
+    want_sym = symbols or (packed and native) or (packed and not fused_pack)
+    sym_t = None
+    if want_sym:
+        sym_t = out_symbols if out_symbols is not None else torch.empty(n, dtype=sym_dtype, device=dev)
+    pk = None
+    if packed and not native and w:
+        pk = out_packed if out_packed is not None else torch.empty(-(-4 * plan.packed_words() // 16) * 16,
+                                                                   dtype=torch.uint8, device=dev)
+        if not plan.aligned and fused_pack:
+            pk.zero_()
+    err = torch.zeros(1, dtype=torch.int32, device=dev)
+    T = h.data_offset - 8 * h.chunk_count
+    kern_pk = pk if (pk is not None and fused_pack) else _empty(torch.uint8, dev)
+    mod.rans_decode(payload, T, h.data_offset, n, h.chunk_symbols, h.chunk_count, h.mode, h.precision, plan.table,
+                    plan.tsym, plan.bound, w, kern_pk, sym_t if sym_t is not None else _empty(sym_dtype, dev),
+                    bool(plan.aligned), RANS_SPECULATIVE if speculative is None else bool(speculative), err)
+    if pk is not None and not fused_pack:
+        mod.rans_pack(sym_t, n, w, pk)
+    if not packed:
+        out_p = None
+    elif native:
+        out_p = sym_t.view(torch.uint8)[:nbytes]
+    elif w == 0:
+        out_p = _empty(torch.uint8, dev)
+    else:
+        out_p = pk[:nbytes]
+    out_s = sym_t if symbols else None
+    if not check:
+        return out_p, out_s, err
+    rans_check(err, spec)
+    return out_p, out_s
+
+
+def rans_check(err, spec) -> None:
+    """Raise PayloadCorrupt for the error bits the decoder left in `err` (syncs the device)."""
+    from pvqcodec.errors import PayloadCorrupt
+
+    e = int(err.item())
+    if e:
+        what = "; ".join(m for b, m in RANS_ERRORS if e & b)
+        raise PayloadCorrupt(f"rans payload of stream {spec.name!r}: {what}")
+
+
+def rans_to_raw(payload, spec, host=None):
+    """The raw payload (4.2) of a rans-coded stream on the payload's device: decoded on the GPU
+    where the stream allows (RansPlan.gpu), else by the reference decoder from the host bytes
+    (`host`, or a copy of the payload). Used once at load time; the fused kernels read raw payloads."""
+    import torch
+
+    from pvqcodec.coding import RawCoding, rans
+
+    plan = rans_plan(payload if host is None else host, spec, payload.device)
+    if plan.gpu and payload.is_cuda:
+        if payload.data_ptr() % 16:
+            payload = payload.clone()
+        return rans_decode(payload, spec, plan)[0]
+    buf = np.asarray(host if host is not None else payload.cpu().numpy(), np.uint8)
+    raw = RawCoding.encode(rans.RansCoding.decode(buf, spec), spec)
+    return torch.from_numpy(np.ascontiguousarray(raw)).to(payload.device)

@@ -10,6 +10,9 @@ void trellis_decode(const at::Tensor& words, const at::Tensor& rscale, int64_t c
                     double scale, int64_t rows, int64_t cols, const at::Tensor& hyb, at::Tensor& out, at::Tensor& err);
 void trellis_gemv(const at::Tensor& words, const at::Tensor& rscale, int64_t code, int64_t L, int64_t k, double scale,
                   int64_t rows, int64_t cols, const at::Tensor& hyb, const at::Tensor& x, at::Tensor& y, int64_t jr);
+void trellis_viterbi(const at::Tensor& x, const at::Tensor& w, int64_t code, int64_t L, int64_t k, int64_t seam,
+                     bool two_pass, const at::Tensor& hyb, at::Tensor& states, at::Tensor& costs,
+                     int64_t threads);
 void lattice_decode(const at::Tensor& pat, const at::Tensor& sgn, const at::Tensor& l2, const at::Tensor& l3,
                     const at::Tensor& rscale, const at::Tensor& tabs, int64_t stages, double s1, double s2,
                     double s3, int64_t rows, int64_t cols, at::Tensor& out, at::Tensor& err);
@@ -19,13 +22,21 @@ at::Tensor lattice_gemv(const at::Tensor& pat, const at::Tensor& sgn, const at::
 at::Tensor lattice_gemv_tiled(const at::Tensor& tiled, const at::Tensor& rscale, const at::Tensor& tabs, int64_t stages,
                               double s1, double s2, double s3, int64_t rows, int64_t cols, const at::Tensor& x,
                               int64_t kb);
+void rans_decode(const at::Tensor& payload, int64_t table_off, int64_t data_off, int64_t count, int64_t S, int64_t C,
+                 int64_t mode, int64_t precision, const at::Tensor& tab, const at::Tensor& tsym, int64_t bound,
+                 int64_t width, at::Tensor& packed, at::Tensor& symbols, bool aligned, bool speculative,
+                 at::Tensor& err);
+void rans_pack(const at::Tensor& symbols, int64_t count, int64_t width, at::Tensor& packed);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("rht_side", &rht_side, "one side of the RHT on every row (spec 5.3.6; forward for activations)");
     m.def("pvq_decode", &pvq_decode, "PVQ payloads -> W' float32 (spec 6.2.5, bit-exact)");
     m.def("trellis_decode", &trellis_decode, "trellis payloads -> W' (bit-exact in float32)");
     m.def("trellis_gemv", &trellis_gemv, "fused trellis decode + product with 1..16 activation rows");
+    m.def("trellis_viterbi", &trellis_viterbi, "the trellis encoder's Viterbi search, every tile (same result as Numba)");
     m.def("lattice_decode", &lattice_decode, "lattice payloads -> W' (spec 6.4.6, bit-exact in float32)");
     m.def("lattice_gemv", &lattice_gemv, "fused lattice decode + product with 1..16 activation rows (tensor cores)");
+    m.def("rans_decode", &rans_decode, "rans payload (spec 4.3) -> raw packed layout and/or symbols, chunk-parallel");
+    m.def("rans_pack", &rans_pack, "uint8/uint16 symbols -> raw packed layout (spec 4.2)");
     m.def("lattice_gemv_tiled", &lattice_gemv_tiled, "the fused lattice product from the tiled payload layout");
 }

@@ -1,6 +1,8 @@
 """The Python API: open a .pvqc file lazily, list tensors, decode one on demand."""
 
 from .codecs import codec_by_id
+from .coding import RawCoding, coding_by_id
+from .coding.rans import MODES as _RANS_MODES, RansCoding
 from .container.reader import Container
 from .decoder import decode_float32, decode_stored
 from .errors import FormatError
@@ -33,7 +35,7 @@ class PvqcFile:
     def info(self, name: str) -> dict:
         """Everything the directory says about one tensor, as plain JSON-able values."""
         rec = self._c.tensor(name)
-        return tensor_info(rec)
+        return tensor_info(rec, self._c)
 
     def decode(self, name: str, decoder: str = "python"):
         """The tensor as float32 (exactly the spec's decoded values). decoder="c" uses the
@@ -93,13 +95,30 @@ class PvqcFile:
         self.close()
 
 
+RANS_MODE_NAMES = {v: k for k, v in _RANS_MODES.items()}
+
+
 def _use_c(decoder: str) -> bool:
     if decoder not in ("python", "c"):
         raise ValueError(f"decoder must be 'python' or 'c', got {decoder!r}")
     return decoder == "c"
 
 
-def tensor_info(rec) -> dict:
+def payload_info(rec, i: int, container=None) -> dict:
+    """One payload's directory entry, its coding by name, and the size the raw coding
+    would take (for rans payloads, the mode from the payload's first byte when the
+    container is given; no CRC check)."""
+    p = rec.payloads[i]
+    coding = coding_by_id(p.coding)
+    out = {"stream": p.stream.name, "coding": p.coding, "coding_name": coding.name, "offset": p.offset,
+           "bytes": p.length, "raw_bytes": RawCoding.expected_length(p.stream), "symbols": p.stream.count,
+           "width": p.stream.width, "crc32": f"{p.crc:08x}"}
+    if coding is RansCoding and container is not None and p.length:
+        out["mode"] = RANS_MODE_NAMES.get(int(container.payload(rec, i, verify=False)[0]), "invalid")
+    return out
+
+
+def tensor_info(rec, container=None) -> dict:
     codec = codec_by_id(rec.codec_id)
     coded_bits = 8 * rec.coded_bytes
     return {
@@ -109,11 +128,7 @@ def tensor_info(rec) -> dict:
         "matrix": [rec.rows, rec.cols],
         "transform": transform_by_id(rec.transform_id).describe(rec.transform_params),
         "codec": codec.describe(rec.codec_params),
-        "payloads": [
-            {"stream": p.stream.name, "coding": p.coding, "offset": p.offset, "bytes": p.length,
-             "symbols": p.stream.count, "width": p.stream.width, "crc32": f"{p.crc:08x}"}
-            for p in rec.payloads
-        ],
+        "payloads": [payload_info(rec, i, container) for i in range(len(rec.payloads))],
         "params_bytes": rec.params_size,
         "bits_per_weight": (coded_bits / rec.numel) if rec.numel else 0.0,
     }

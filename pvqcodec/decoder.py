@@ -1,5 +1,7 @@
 """The reference decoder's pipeline (spec section 7.3): payload -> streams -> codec -> inverse transform."""
 
+from dataclasses import replace
+
 import numpy as np
 
 from . import dtypes
@@ -10,11 +12,21 @@ from .errors import PayloadCorrupt
 
 
 def decode_streams(container: Container, rec: TensorRecord, verify: bool = True) -> list:
-    """Every payload of the tensor, checksum-verified and decoded by its coding."""
-    return [
-        coding_by_id(p.coding).decode(container.payload(rec, i, verify), p.stream)
-        for i, p in enumerate(rec.payloads)
-    ]
+    """Every payload of the tensor, checksum-verified and decoded by its coding (7.3 step 1)."""
+    payloads = ((p.coding, container.payload(rec, i, verify), p.stream) for i, p in enumerate(rec.payloads))
+    return decode_payloads(rec.codec, rec.codec_params, rec.rows, rec.cols, rec.dtype, payloads)
+
+
+def decode_payloads(codec, params: dict, rows: int, cols: int, dtype: str, payloads) -> list:
+    """Streams from (coding id, payload bytes, StreamSpec) in payload order. A bounded
+    stream's bounds (section 4) come from the codec and the streams decoded before it."""
+    streams = []
+    for position, (coding, buf, spec) in enumerate(payloads):
+        bounds = codec.stream_bounds(params, rows, cols, dtype, position, streams)
+        if bounds is not None:
+            spec = replace(spec, bounds=bounds)
+        streams.append(coding_by_id(coding).decode(buf, spec))
+    return streams
 
 
 def decode_matrix(container: Container, rec: TensorRecord, verify: bool = True) -> np.ndarray:

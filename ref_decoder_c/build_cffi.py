@@ -122,5 +122,8 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:  # generated C and objects stay out of the tree
         built = make_builder(absolute=True).compile(tmpdir=tmp, verbose=True)
         dest = os.path.join(root, "pvqcodec", os.path.basename(built))
-        shutil.copy(built, dest)
+        # copy, then rename over the old module: processes that have it loaded keep the old
+        # inode (overwriting a mapped shared object in place can crash them)
+        shutil.copy(built, dest + ".tmp")
+        os.replace(dest + ".tmp", dest)
         print(dest)

@@ -1,9 +1,11 @@
 /*
- * pvqc.c - the C reference decoder of the pvqc format, version 1.0.
+ * pvqc.c - the C reference decoder of the pvqc format, version 1.1.
  *
  * Read this file beside the specification: spec/pvqc.md (sections 1-4, 6-10),
+ * spec/coding-rans.md (4.3),
  * spec/transforms.md (section 5), spec/codecs/pvq.md with spec/codecs/pvq-enumeration.md
- * (section 6.2), spec/codecs/trellis.md (6.3) and spec/codecs/lattice.md (6.4). Every function names the section it
+ * (section 6.2), spec/codecs/trellis.md (6.3), spec/codecs/lattice.md (6.4) and
+ * spec/codecs/pvqvr.md (6.5) and spec/codecs/ecsq.md (6.6). Every function names the section it
  * implements and quotes the rule it follows. The order of the file is the order of
  * the specification:
  *
@@ -12,8 +14,11 @@
  *   2     the file header (2.1, 2.2) and CRC-32 (2.3)
  *   3     the header block: metadata (3.2), tensor entries (3.3), payload entries (3.6)
  *   4.2   the raw payload coding
+ *   4.3   the rans payload coding: header (4.3.1), coder (4.3.2), symbols (4.3.3), the
+ *         operation order (4.3.4); decoded into the raw coding's bit string
  *   5     transforms: identity, the randomized Hadamard transform (transforms.md 5.3)
- *   6     codecs: raw (6.1), PVQ (6.2 and its enumeration), trellis (6.3), lattice (6.4)
+ *   6     codecs: raw (6.1), PVQ (6.2 and its enumeration), pvqvr (6.5, beside PVQ),
+ *         trellis (6.3), lattice (6.4), ecsq (6.6)
  *   7     the payload layout (7.1) and the decoding procedure (7.3), with the
  *         rounding to a storage dtype that its step 4 uses (10.3)
  *   API   the functions of pvqc.h
@@ -75,6 +80,25 @@ typedef struct stream_spec {
     unsigned width;
 } stream_spec;
 
+/* A stream in the raw coding's bit string (4.2): for coding 0 the payload itself, for
+ * coding 1 (rans) the symbols decoded into such a string. */
+typedef struct stream_view {
+    const uint8_t *bytes;
+    uint64_t length;    /* bytes: ceil(count * width / 8) (raw payloads: checked against the file) */
+    uint64_t count;
+    unsigned width;
+    uint64_t base;      /* the first symbol in `bytes` (a rans stream decoded for a row range) */
+} stream_view;
+
+/* The decoded rans streams of one tensor (views of raw payloads are not kept here). */
+typedef struct stream_set {
+    const struct tensor_rec *t;
+    uint8_t *buf[MAX_PAYLOADS];
+    stream_view view[MAX_PAYLOADS];
+    unsigned char held[MAX_PAYLOADS];
+    uint64_t first[MAX_PAYLOADS], last[MAX_PAYLOADS]; /* the symbols held: [first, last) */
+} stream_set;
+
 /* A PayloadEntry (3.6) with the stream the codec puts at its position. */
 typedef struct payload_rec {
     unsigned coding;
@@ -112,6 +136,11 @@ typedef struct tensor_rec {
     unsigned tr_code, tr_L, tr_k, tr_row_scales;
     float tr_scale;
     unsigned lat_stages, lat_row_scales;
+    unsigned vr_k_count, vr_k_max, vr_pulse_bits; /* pvqvr; also pvq_d, pvq_gain_bits, pvq_gain_table, pvq_index_bits */
+    const uint8_t *vr_k_values;     /* k_count x u16 */
+    float ecsq_step;
+    unsigned ecsq_n;                /* offset_count */
+    const uint8_t *ecsq_offsets;    /* offset_count x little-endian f32 */
     float lat_scales[3];
     int checked;                    /* 1 once pvqc_check_tensor passed */
 } tensor_rec;
@@ -147,6 +176,8 @@ struct pvqc_file {
     size_t *by_name;                /* tensor indices sorted by name, for pvqc_find_tensor */
     pvq_table table;                /* the last PVQ count table built */
     struct lattice_tables *lattice; /* 6.4.4.2 and 6.4.5, built on first use */
+    stream_set cache;               /* 4.3: the whole rans streams of the last tensor checked */
+    stream_set *active;             /* the decoded rans streams that codecs read during a call */
     uint32_t crc_table[256];        /* 2.3 */
     char message[640];
 };
@@ -693,20 +724,11 @@ static uint64_t raw_read_bits(const uint8_t *bytes, uint64_t p, unsigned nbits)
     return v;
 }
 
-/* A decoded stream: its payload bytes in raw coding (for coding id 0, the payload
- * itself). Symbol i of at most 64 bits: */
-typedef struct stream_view {
-    const uint8_t *bytes;
-    uint64_t length;    /* bytes: ceil(count * width / 8), checked against the file */
-    uint64_t count;
-    unsigned width;
-} stream_view;
-
 /* Symbol i (width <= 64). Where 9 bytes are available, one 64-bit little-endian load
  * (and one more byte) replaces the byte loop; the result is the same. */
 static uint64_t stream_symbol(const stream_view *s, uint64_t i)
 {
-    const uint64_t p = i * s->width, byte = p >> 3;
+    const uint64_t p = (i - s->base) * s->width, byte = p >> 3;
     const unsigned off = (unsigned)(p & 7u), w = s->width;
     if (byte + 9u <= s->length) {
         uint64_t v = le64(s->bytes + byte) >> off;
@@ -720,7 +742,7 @@ static uint64_t stream_symbol(const stream_view *s, uint64_t i)
  * limbs beyond the symbol's width are set to 0. */
 static void stream_symbol_limbs(const stream_view *s, uint64_t i, uint64_t *limbs, unsigned nlimbs)
 {
-    uint64_t p = i * s->width;
+    uint64_t p = (i - s->base) * s->width;
     for (unsigned l = 0; l < nlimbs; l++) {
         unsigned lo = 64u * l;
         unsigned n = lo >= s->width ? 0u : (s->width - lo > 64u ? 64u : s->width - lo);
@@ -734,6 +756,494 @@ static int raw_coding_padding_ok(const uint8_t *bytes, uint64_t length, const st
     unsigned used = (unsigned)((s->count * s->width) % 8u);
     if (used == 0 || length == 0) return 1;
     return (bytes[length - 1] >> used) == 0;
+}
+
+/* ---- 4.3 The rANS coding (coding id 1, spec/coding-rans.md) ------------------------- */
+
+#define RANS_LANES 32u
+#define RANS_LOW (1u << 16)                 /* 4.3.2: 2^16 <= x < 2^32 between operations */
+#define RANS_MAX_PRECISION 15u
+#define RANS_MAX_ALPHABET 65536u
+#define RANS_HEADER_BYTES 16u
+#define RANS_STATE_WORDS 64u                /* 32 lanes x 2 words, the least a chunk holds */
+#define RANS_BOUND_LIMBS (PVQ_MAX_INDEX_BITS / 64u + 2u)
+#define RANS_MAX_OPS (1u + (PVQ_MAX_INDEX_BITS + 15u) / 16u)
+
+/* 4.3.1 Payload layout, as read and checked by rans_parse_header. */
+typedef struct rans_header {
+    unsigned mode, precision;
+    uint32_t chunk_symbols, chunk_count, alphabet;
+    const uint8_t *freq;        /* alphabet x u16 */
+    const uint8_t *chunk_end;   /* chunk_count x u64, in words from the start of the chunk data */
+    const uint8_t *data;        /* the chunk data: 2 * chunk_end[C-1] bytes */
+} rans_header;
+
+static uint64_t rans_chunk_end(const rans_header *h, uint64_t j) { return j == 0 ? 0u : le64(h->chunk_end + 8u * (j - 1u)); }
+
+/* One entry of the table operation's slot table (4.3.2, "table"): the value that owns the
+ * slot, its frequency, and slot - c(value). */
+typedef struct rans_slot {
+    uint16_t sym;
+    uint16_t off;
+    uint32_t freq;
+} rans_slot;
+
+/* Uniform mode's operations for one bound N (4.3.3). Operation 0 is the top operation:
+ * even(top_n) (`top_even`) or raw(top_k); then `pieces` raw operations, the first of
+ * `first_k` bits, the others of 16 bits. The symbol is t * 2^low + the pieces. */
+typedef struct rans_uniform {
+    uint64_t nm1[RANS_BOUND_LIMBS];     /* N - 1 */
+    unsigned b;                         /* bits of N - 1 */
+    unsigned nops;                      /* operations per symbol: 0, 1, or 1 + pieces */
+    unsigned low, pieces, first_k;
+    unsigned top_n, top_k, top_even;
+    uint32_t q, r, split;               /* even(top_n): q = 65536 div n, r = 65536 mod n, split = r (q + 1) */
+    uint64_t m_q1, m_q;                 /* slot div (q + 1) = (slot * m_q1) >> 32; slot div q likewise */
+} rans_uniform;
+
+/* A stream's bounds (section 4): `count` distinct bounds and, if `index` is set, each
+ * symbol's index into them (a decoded earlier stream); else every symbol has plans[0]. */
+#define RANS_MAX_BOUNDS 256u
+typedef struct rans_bounds {
+    unsigned count;
+    rans_uniform *plans;                /* RANS_MAX_BOUNDS entries */
+    int index_stream;                   /* the stream holding each symbol's index, or -1 */
+    int has_index;
+    stream_view index;                  /* that stream, set up by rans_stream_decode */
+} rans_bounds;
+
+static const char *rans_mode_name(unsigned mode) { return mode == 0 ? "table" : "uniform"; }
+
+/* Messages name the tensor and the payload, as the Python decoder's do. */
+#define RANS_FMT "tensor " NAME_FMT ": rans payload '%s': "
+#define RANS_ARG(t, s) NAME_ARG(t), (s)->name
+
+/* 4.3.1: "The checks are made in the order of the table, and every one of them before any
+ * chunk is decoded." Each field is read, then checked; a field that runs past the payload is
+ * payload_corrupt as well. Nothing is allocated here: C is compared with the bytes left
+ * before the chunk offsets are read, so a huge count cannot cause work or memory. */
+static pvqc_error rans_parse_header(pvqc_file *f, const tensor_rec *t, const stream_spec *s, const uint8_t *bytes,
+                                    uint64_t length, rans_header *h)
+{
+    reader r;
+    const uint8_t *p;
+    unsigned reserved;
+    uint64_t want_chunks, sum = 0, prev = 0, T, words;
+    rd_init(&r, bytes, length);
+    memset(h, 0, sizeof *h);
+    if (!rd_u8(&r, &h->mode)) return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "the payload is empty", RANS_ARG(t, s));
+    if (h->mode > 1)
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "unknown mode %u (0 table, 1 uniform)", RANS_ARG(t, s), h->mode);
+    if (!rd_u8(&r, &h->precision) || !rd_u16(&r, &reserved) || !rd_u32(&r, &h->chunk_symbols) ||
+        !rd_u32(&r, &h->chunk_count) || !rd_u32(&r, &h->alphabet)) {
+        /* the fields up to the truncation are still checked in order */
+        if (r.pos >= 2 && (h->mode == 0 ? (h->precision < 1 || h->precision > RANS_MAX_PRECISION) : h->precision != 0))
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "precision %u out of range for %s mode", RANS_ARG(t, s),
+                        h->precision, rans_mode_name(h->mode));
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "the %u-byte header runs past the payload's %llu bytes",
+                    RANS_ARG(t, s), RANS_HEADER_BYTES, (ull)length);
+    }
+    if (h->mode == 0 ? (h->precision < 1 || h->precision > RANS_MAX_PRECISION) : h->precision != 0)
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "precision %u out of range for %s mode", RANS_ARG(t, s),
+                    h->precision, rans_mode_name(h->mode));
+    if (reserved != 0)
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "reserved field is %u, not 0", RANS_ARG(t, s), reserved);
+    if (h->chunk_symbols < 1)
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "chunk_symbols is 0", RANS_ARG(t, s));
+    /* "exactly ceil(count / S) (0 when count = 0)"; count <= 2^48, so no overflow */
+    want_chunks = (s->count + h->chunk_symbols - 1u) / h->chunk_symbols;
+    if (h->chunk_count != want_chunks)
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "chunk_count %u; %llu symbols in chunks of %u need %llu",
+                    RANS_ARG(t, s), h->chunk_count, (ull)s->count, h->chunk_symbols, (ull)want_chunks);
+    if (h->mode == 0) {
+        /* "table: 1 to min(2^width, 65,536)" */
+        uint64_t cap = s->width >= 16u ? RANS_MAX_ALPHABET : (1ull << s->width);
+        if (h->alphabet < 1 || h->alphabet > cap)
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "alphabet %u outside 1..%llu", RANS_ARG(t, s), h->alphabet,
+                        (ull)cap);
+    } else if (h->alphabet != 0) {
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "alphabet %u in uniform mode (must be 0)", RANS_ARG(t, s),
+                    h->alphabet);
+    }
+    /* freq: "each at most 2^P, their sum exactly 2^P" */
+    if (!rd_take(&r, 2ull * h->alphabet, &h->freq))
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "the frequency table runs past the payload's end",
+                    RANS_ARG(t, s));
+    for (uint32_t a = 0; a < h->alphabet; a++) {
+        unsigned fr = le16(h->freq + 2u * a);
+        if (fr > (1u << h->precision))
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "frequency %u of symbol %u exceeds 2^%u", RANS_ARG(t, s),
+                        fr, a, h->precision);
+        sum += fr;
+    }
+    if (h->mode == 0 && sum != (1ull << h->precision))
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "frequencies sum to %llu, not 2^%u", RANS_ARG(t, s), (ull)sum,
+                    h->precision);
+    /* padding: "zero bytes up to the next multiple of 8 of the offset" */
+    T = (RANS_HEADER_BYTES + 2ull * h->alphabet + 7u) / 8u * 8u;
+    if (!rd_take(&r, T - r.pos, &p))
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "the padding runs past the payload's end", RANS_ARG(t, s));
+    for (uint64_t i = 0; i < T - (RANS_HEADER_BYTES + 2ull * h->alphabet); i++)
+        if (p[i] != 0) return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "non-zero padding after the frequency table", RANS_ARG(t, s));
+    /* chunk_end: C x u64 (8 C < 2^35 bytes, compared with what is left before any is read) */
+    if (!rd_take(&r, 8ull * h->chunk_count, &h->chunk_end))
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "%u chunk offsets run past the payload's end", RANS_ARG(t, s),
+                    h->chunk_count);
+    for (uint32_t j = 0; j < h->chunk_count; j++) {
+        uint64_t e = le64(h->chunk_end + 8u * j);
+        if (e < prev)
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "chunk_end decreases at chunk %u", RANS_ARG(t, s), j);
+        if (e - prev < RANS_STATE_WORDS)
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "chunk %u is %llu words long, under 64", RANS_ARG(t, s), j,
+                        (ull)(e - prev));
+        prev = e;
+    }
+    /* "the payload ends exactly at the end of the last chunk: length = T + 8C + 2 chunk_end[C-1]" */
+    words = (length - r.pos) / 2u;
+    if ((length - r.pos) % 2u != 0 || words != prev)
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "%llu bytes of chunk data; the chunk offsets end at %llu words",
+                    RANS_ARG(t, s), (ull)(length - r.pos), (ull)prev);
+    h->data = bytes + r.pos;
+    return PVQC_OK;
+}
+
+/* 4.3.2, the table operation: "f(v) = freq[v], c(v) = freq[0] + .. + freq[v-1]; symbols of
+ * zero frequency own no slot". slots has 2^P entries. */
+static void rans_build_slots(const rans_header *h, rans_slot *slots)
+{
+    uint32_t c = 0;
+    for (uint32_t a = 0; a < h->alphabet; a++) {
+        uint32_t fr = le16(h->freq + 2u * a);
+        for (uint32_t k = 0; k < fr; k++) {
+            slots[c + k].sym = (uint16_t)a;
+            slots[c + k].off = (uint16_t)k;
+            slots[c + k].freq = fr;
+        }
+        c += fr;
+    }
+}
+
+/* Number of bits of a multi-limb integer (0 for 0). */
+static unsigned mp_bitlen(const uint64_t *a, unsigned n)
+{
+    for (unsigned l = n; l-- > 0;)
+        if (a[l]) {
+            unsigned bits = 64u * l;
+            uint64_t v = a[l];
+            while (v) { bits++; v >>= 1; }
+            return bits;
+        }
+    return 0;
+}
+
+/* Bits pos .. pos + k - 1 (k <= 16) of a multi-limb integer of RANS_BOUND_LIMBS limbs. */
+static unsigned mp_bits(const uint64_t *a, unsigned pos, unsigned k)
+{
+    unsigned l = pos / 64u, off = pos % 64u;
+    uint64_t v = a[l] >> off;
+    if (off + k > 64u && l + 1u < RANS_BOUND_LIMBS) v |= a[l + 1u] << (64u - off);
+    return (unsigned)(v & ((1ull << k) - 1u));
+}
+
+/* 4.3.3 Uniform mode: the operations for a symbol in [0, N), given u->nm1 = N - 1. "With b =
+ * the number of bits of N - 1: b = 0: no operation; 1 <= b <= 8: one even(N) operation
+ * (raw(b) when N = 2^b); b > 8: with s = b - 8, first even(n_top) with n_top = ((N - 1) div
+ * 2^s) + 1 (raw(8) when n_top = 256), then the s low bits in pieces of at most 16 bits from
+ * the most significant". even(n)'s values: "q = 65536 div n, r = 65536 mod n: f(v) = q + 1
+ * for v < r, else q; c(v) = v * q + min(v, r)", and "v = slot div (q+1) if slot < r * (q+1),
+ * else r + (slot - r*(q+1)) div q". */
+static void rans_uniform_init(rans_uniform *u)
+{
+    unsigned top;
+    const uint64_t *nm1 = u->nm1;
+    u->b = mp_bitlen(nm1, RANS_BOUND_LIMBS);
+    u->nops = u->low = u->pieces = u->first_k = u->top_n = u->top_k = u->top_even = 0;
+    if (u->b == 0) return;
+    u->low = u->b > 8u ? u->b - 8u : 0u;
+    top = mp_bits(nm1, u->low, u->b - u->low); /* (N - 1) div 2^s: at most 8 bits */
+    u->top_n = top + 1u;
+    u->pieces = (u->low + 15u) / 16u;
+    u->first_k = u->low - 16u * (u->pieces ? u->pieces - 1u : 0u);
+    u->nops = 1u + u->pieces;
+    if ((u->top_n & (u->top_n - 1u)) == 0) {
+        while ((1u << u->top_k) < u->top_n) u->top_k++;
+    } else {
+        /* 2^32 div d + 1 is an exact reciprocal for numerators below 2^16 and 256 <= d < 2^16:
+         * slot * m / 2^32 = slot / d + e with 0 < e < 2^-16 <= 1 / d */
+        u->top_even = 1;
+        u->q = 65536u / u->top_n;
+        u->r = 65536u % u->top_n;
+        u->split = u->r * (u->q + 1u);
+        u->m_q1 = (1ull << 32) / (u->q + 1u) + 1u;
+        u->m_q = (1ull << 32) / u->q + 1u;
+    }
+}
+
+/* OR the n <= 64 bits of v into a zeroed bit string at bit p (the raw coding's order, 4.2). */
+static void put_bits(uint8_t *out, uint64_t p, uint64_t v, unsigned n)
+{
+    while (n > 0) {
+        unsigned off = (unsigned)(p & 7u), take = 8u - off;
+        if (take > n) take = n;
+        out[p >> 3] |= (uint8_t)((v & ((1u << take) - 1u)) << off);
+        v >>= take;
+        p += take;
+        n -= take;
+    }
+}
+
+/* A decoding job: chunks [j0, j1) of one payload into `out`, the raw coding's bit string of
+ * the symbols from j0 * S on (zeroed by the caller). */
+typedef struct rans_job {
+    const tensor_rec *t;
+    const stream_spec *s;
+    const rans_header *h;
+    const rans_slot *slots;     /* table mode */
+    const rans_bounds *bounds;  /* uniform mode */
+    uint8_t *out;
+    uint64_t out_len;           /* bytes */
+} rans_job;
+
+/* 4.3.2 The even(n) operation on state x: "v = slot div (q+1) if slot < r * (q+1), else
+ * r + (slot - r*(q+1)) div q"; "f(v) = q + 1 for v < r, else q; c(v) = v * q + min(v, r)".
+ * Both branches are computed and one is selected (the slot is random: a branch would be
+ * mispredicted half the time). Returns the new state; the value goes to *value. */
+static inline uint32_t rans_even(const rans_uniform *P, uint32_t x, uint32_t *value)
+{
+    const uint32_t slot = x & 0xFFFFu, hi = slot >= P->split;
+    const uint32_t v_lo = (uint32_t)((slot * P->m_q1) >> 32);
+    const uint32_t v_hi = P->r + (uint32_t)(((uint64_t)(uint32_t)(slot - P->split) * P->m_q) >> 32);
+    const uint32_t v = hi ? v_hi : v_lo;
+    *value = v;
+    return (P->q + 1u - hi) * (x >> 16) + slot - (v * P->q + (hi ? P->r : v));
+}
+
+/* 4.3.2 "if x < 2^16: if the word stream is exhausted: payload_corrupt; x = x * 65536 + next word" */
+#define RANS_REFILL(x, wp, we, on_exhausted)                        \
+    do {                                                            \
+        if ((x) < RANS_LOW) {                                       \
+            if ((wp) == (we)) on_exhausted;                         \
+            (x) = ((x) << 16) | (uint32_t)le16(wp);                 \
+            (wp) += 2;                                              \
+        }                                                           \
+    } while (0)
+
+/* Store the m values v[] (each below 2^min(width, 64)) as symbols i0 .. i0 + m - 1 of the
+ * zeroed bit string (4.2's order): one pass of a little bit writer over their bytes. */
+static void rans_pack(uint8_t *out, uint64_t i0, unsigned width, const uint64_t *v, unsigned m)
+{
+    unsigned l;
+    if (width == 8u) {
+        for (l = 0; l < m; l++) out[i0 + l] = (uint8_t)v[l];
+    } else if (width == 16u) {
+        for (l = 0; l < m; l++) {
+            out[2u * (i0 + l)] = (uint8_t)v[l];
+            out[2u * (i0 + l) + 1u] = (uint8_t)(v[l] >> 8);
+        }
+    } else if (width > 0u && width <= 56u) {
+        uint64_t byte = (i0 * width) >> 3, acc = 0;
+        unsigned nb = (unsigned)((i0 * width) & 7u); /* bits already taken in out[byte] */
+        for (l = 0; l < m; l++) {
+            acc |= v[l] << nb;
+            nb += width;
+            while (nb >= 8u) {
+                out[byte++] |= (uint8_t)acc;
+                acc >>= 8;
+                nb -= 8u;
+            }
+        }
+        if (nb > 0u) out[byte] |= (uint8_t)acc;
+    } else if (width > 56u) {
+        for (l = 0; l < m; l++) put_bits(out, (i0 + l) * width, v[l], width < 64u ? width : 64u);
+    }
+}
+
+/* 4.3.4 Operation order, for chunk j: "for step t: for sub-step u: for lane l = 0 .. 31:
+ * i = 32 t + l; if i < n and u < ops(i): run operation u of symbol i on lane l's state";
+ * then "every lane's state must be exactly 2^16 and the word stream must be exhausted". */
+static pvqc_error rans_decode_chunk(pvqc_file *f, const rans_job *J, uint64_t j, uint64_t out_first)
+{
+    const rans_header *h = J->h;
+    const uint64_t start = rans_chunk_end(h, j), end = rans_chunk_end(h, j + 1u);
+    const uint64_t first = j * h->chunk_symbols;
+    const uint64_t n = J->s->count - first < h->chunk_symbols ? J->s->count - first : h->chunk_symbols;
+    const unsigned width = J->s->width;
+    const uint8_t *wp = h->data + 2u * start + 2u * RANS_STATE_WORDS, *const we = h->data + 2u * end;
+    uint8_t *const out = J->out;
+    uint32_t x[RANS_LANES];
+    unsigned l;
+
+    /* 4.3.1 "lane l's state being w[2l] + 65536 * w[2l+1]; each must be in [2^16, 2^32)" */
+    for (l = 0; l < RANS_LANES; l++) {
+        const uint8_t *w = h->data + 2u * start + 4u * l;
+        x[l] = (uint32_t)le16(w) | ((uint32_t)le16(w + 2) << 16);
+        if (x[l] < RANS_LOW)
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "chunk %llu: initial state of lane %u is below 2^16",
+                        RANS_ARG(J->t, J->s), (ull)j, l);
+    }
+    if (h->mode == 0) {
+        /* 4.3.3 "Table mode. A symbol is one table operation; its value is the symbol." */
+        const unsigned P = h->precision;
+        const uint32_t mask = (1u << P) - 1u;
+        uint64_t sym[RANS_LANES];
+        for (uint64_t t0 = 0; t0 < n; t0 += RANS_LANES) {
+            const unsigned m = n - t0 < RANS_LANES ? (unsigned)(n - t0) : RANS_LANES;
+            for (l = 0; l < m; l++) {
+                uint32_t xv = x[l];
+                const rans_slot e = J->slots[xv & mask];
+                xv = e.freq * (xv >> P) + e.off;
+                RANS_REFILL(xv, wp, we, goto exhausted);
+                x[l] = xv;
+                sym[l] = e.sym;
+            }
+            rans_pack(out, first + t0 - out_first, width, sym, m);
+        }
+    } else {
+        /* 4.3.3 "Uniform mode", each symbol with the operations of its bound */
+        const rans_bounds *B = J->bounds;
+        const rans_uniform *pl[RANS_LANES];
+        uint64_t acc[RANS_LANES];
+        unsigned char tight[RANS_LANES];
+        for (uint64_t t0 = 0; t0 < n; t0 += RANS_LANES) {
+            const unsigned m = n - t0 < RANS_LANES ? (unsigned)(n - t0) : RANS_LANES;
+            unsigned maxops = 0;
+            if (!B->has_index && B->plans[0].b <= 64u) {
+                /* one bound of at most 64 bits (the common case, same operations as below):
+                 * sub-step 0 is the top operation of every lane, then the raw pieces */
+                const rans_uniform *P = &B->plans[0];
+                if (P->nops == 0) continue;
+                for (l = 0; l < m; l++) {
+                    uint32_t xv = x[l], v;
+                    if (P->top_even) {
+                        xv = rans_even(P, xv, &v);
+                    } else {
+                        v = xv & ((1u << P->top_k) - 1u);
+                        xv >>= P->top_k;
+                    }
+                    RANS_REFILL(xv, wp, we, goto exhausted);
+                    x[l] = xv;
+                    acc[l] = v;
+                }
+                for (unsigned u = 1; u < P->nops; u++) {
+                    const unsigned k = u == 1 ? P->first_k : 16u;
+                    const uint32_t kmask = (1u << k) - 1u;
+                    for (l = 0; l < m; l++) {
+                        uint32_t xv = x[l];
+                        const uint32_t v = xv & kmask;
+                        xv >>= k;
+                        RANS_REFILL(xv, wp, we, goto exhausted);
+                        x[l] = xv;
+                        acc[l] = (acc[l] << k) | v;
+                    }
+                }
+                for (l = 0; l < m; l++)
+                    if (acc[l] > P->nm1[0])
+                        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "symbol %llu is at or above its bound",
+                                    RANS_ARG(J->t, J->s), (ull)(first + t0 + l));
+                rans_pack(out, first + t0 - out_first, width, acc, m);
+                continue;
+            }
+            for (l = 0; l < m; l++) {
+                const uint64_t k = B->has_index ? stream_symbol(&B->index, first + t0 + l) : 0u;
+                if (k >= B->count)
+                    return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "symbol %llu: bound index %llu out of range",
+                                RANS_ARG(J->t, J->s), (ull)(first + t0 + l), (ull)k);
+                pl[l] = &B->plans[k];
+                if (pl[l]->nops > maxops) maxops = pl[l]->nops;
+            }
+            for (unsigned u = 0; u < maxops; u++) {
+                for (l = 0; l < m; l++) {
+                    const rans_uniform *P = pl[l];
+                    uint32_t xv = x[l], v;
+                    unsigned k;
+                    if (u >= P->nops) continue;
+                    if (u == 0) {
+                        /* the top operation: even(n_top), or raw(k) when n_top = 2^k */
+                        if (P->top_even) {
+                            xv = rans_even(P, xv, &v);
+                        } else {
+                            v = xv & ((1u << P->top_k) - 1u);
+                            xv >>= P->top_k;
+                        }
+                        k = 0;
+                    } else {
+                        /* raw(k_i), i = pieces - u: bits 16 i .. 16 i + k_i - 1 */
+                        k = u == 1 ? P->first_k : 16u;
+                        v = xv & ((1u << k) - 1u);
+                        xv >>= k;
+                    }
+                    RANS_REFILL(xv, wp, we, goto exhausted);
+                    x[l] = xv;
+                    if (P->b <= 64u) {
+                        acc[l] = u == 0 ? v : (acc[l] << k) | v;
+                    } else {
+                        /* wide: the bits go to their place; compared with N - 1 from the top */
+                        const unsigned at = u == 0 ? P->low : 16u * (P->pieces - u);
+                        const unsigned lim = mp_bits(P->nm1, at, u == 0 ? 8u : k);
+                        put_bits(out, (first + t0 + l - out_first) * width + at, v, u == 0 ? 8u : k);
+                        if (u == 0) tight[l] = v == lim;
+                        else if (tight[l]) {
+                            if (v > lim)
+                                return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "symbol %llu is at or above its bound",
+                                            RANS_ARG(J->t, J->s), (ull)(first + t0 + l));
+                            tight[l] = v == lim;
+                        }
+                    }
+                }
+            }
+            /* "The symbol is t * 2^s + low. A symbol >= N is payload_corrupt." */
+            for (l = 0; l < m; l++) {
+                const rans_uniform *P = pl[l];
+                if (P->nops == 0 || P->b > 64u) continue;
+                if (acc[l] > P->nm1[0])
+                    return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "symbol %llu is at or above its bound",
+                                RANS_ARG(J->t, J->s), (ull)(first + t0 + l));
+                rans_pack(out, first + t0 + l - out_first, width, &acc[l], 1);
+            }
+        }
+    }
+    for (l = 0; l < RANS_LANES; l++)
+        if (x[l] != RANS_LOW)
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "chunk %llu: lane %u ends in state %lu, not 2^16",
+                        RANS_ARG(J->t, J->s), (ull)j, l, (unsigned long)x[l]);
+    if (wp != we)
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "chunk %llu: %llu words left after its last symbol",
+                    RANS_ARG(J->t, J->s), (ull)j, (ull)((uint64_t)(we - wp) / 2u));
+    return PVQC_OK;
+exhausted:
+    return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, RANS_FMT "chunk %llu: a refill past the end of its words",
+                RANS_ARG(J->t, J->s), (ull)j);
+}
+
+/* 4.3 The rans coding: parse and check the header (4.3.1), then decode chunks
+ * [j0, j1) into `out`, the raw coding's bit string (4.2) of symbols j0 * S .. (zeroed here;
+ * out_len bytes). `bounds`: the stream's bounds, for uniform mode (their plans set up). "A decoder may decode
+ * any subset of chunks": the whole stream is chunks [0, C). */
+static pvqc_error rans_decode(pvqc_file *f, const tensor_rec *t, const stream_spec *s, const rans_header *h,
+                              const rans_bounds *bounds, uint64_t j0, uint64_t j1, uint8_t *out, uint64_t out_len)
+{
+    rans_job J;
+    pvqc_error e = PVQC_OK;
+    memset(&J, 0, sizeof J);
+    J.t = t;
+    J.s = s;
+    J.h = h;
+    J.out = out;
+    J.out_len = out_len;
+    if (out_len) memset(out, 0, (size_t)out_len);
+    if (j0 >= j1) return PVQC_OK;
+    if (h->mode == 0) {
+        rans_slot *slots = (rans_slot *)xalloc(f, ((uint64_t)sizeof(rans_slot)) << h->precision);
+        if (!slots) return out_of_memory(f, "rans slot table");
+        rans_build_slots(h, slots);
+        J.slots = slots;
+        for (uint64_t j = j0; j < j1 && e == PVQC_OK; j++) e = rans_decode_chunk(f, &J, j, j0 * h->chunk_symbols);
+        xfree(f, slots);
+        return e;
+    }
+    J.bounds = bounds;
+    for (uint64_t j = j0; j < j1 && e == PVQC_OK; j++) e = rans_decode_chunk(f, &J, j, j0 * h->chunk_symbols);
+    return e;
 }
 
 /* =====================================================================================
@@ -1054,16 +1564,47 @@ typedef struct codec_def {
     pvqc_error (*decode)(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t r1, uint64_t c0, uint64_t c1, float *dst,
                          size_t ld);
     uint64_t (*col_align)(const tensor_rec *t);
+    /* The symbols [*s0, *s1) of stream i that decode reads for rows [r0, r1). */
+    void (*stream_range)(const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0, uint64_t *s1);
+    /* Section 4, bounded streams: the number of distinct bounds of stream i, with N - 1 of
+     * each in b->plans[k].nm1 (zeroed by the caller) and, for more than one, the earlier
+     * stream that holds each symbol's index into them in b->index_stream (else -1); 0 if
+     * the stream is not bounded (its bound is 2^width). */
+    unsigned (*stream_bounds)(pvqc_file *f, const tensor_rec *t, unsigned i, rans_bounds *b);
 } codec_def;
 
-static stream_view payload_stream(const pvqc_file *f, const tensor_rec *t, unsigned i)
+/* Stream i of a tensor: a raw payload as it lies in the file, or the active decoded rans
+ * stream (set up by check_tensor and pvqc_decode_rows for this tensor). */
+static stream_view raw_payload_view(const pvqc_file *f, const tensor_rec *t, unsigned i)
 {
     stream_view s;
     s.bytes = f->data + t->payloads[i].offset;
     s.length = t->payloads[i].length;
     s.count = t->payloads[i].stream.count;
     s.width = t->payloads[i].stream.width;
+    s.base = 0;
     return s;
+}
+
+static stream_view payload_stream(const pvqc_file *f, const tensor_rec *t, unsigned i)
+{
+    return t->payloads[i].coding != 0 ? f->active->view[i] : raw_payload_view(f, t, i);
+}
+
+/* Streams of symbols per row ("row_scales"), or of `per` symbols per group of `rows_per` rows. */
+static void rows_to_symbols(uint64_t r0, uint64_t r1, uint64_t rows_per, uint64_t per, uint64_t *s0, uint64_t *s1)
+{
+    *s0 = r0 / rows_per * per;
+    *s1 = (r1 + rows_per - 1u) / rows_per * per;
+}
+
+static unsigned no_stream_bounds(pvqc_file *f, const tensor_rec *t, unsigned i, rans_bounds *b)
+{
+    (void)f;
+    (void)t;
+    (void)i;
+    (void)b;
+    return 0;
 }
 
 /* ---- 6.1 The raw codec (id 0) ------------------------------------------------------- */
@@ -1138,7 +1679,7 @@ static pvqc_error raw_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t 
     for (uint64_t r = r0; r < r1; r++) {
         float *out = dst + (r - r0) * ld;
         for (uint64_t c = c0; c < c1; c++) {
-            const uint8_t *p = s.bytes + (r * t->cols + c) * (s.width / 8u);
+            const uint8_t *p = s.bytes + (r * t->cols + c - s.base) * (s.width / 8u);
             if (t->dtype == PVQC_DTYPE_FLOAT32) out[c - c0] = u32_as_f32(le32(p));
             else if (t->dtype == PVQC_DTYPE_FLOAT16) out[c - c0] = f16_to_f32(le16(p));
             else out[c - c0] = bf16_to_f32(le16(p));
@@ -1151,6 +1692,12 @@ static uint64_t raw_col_align(const tensor_rec *t)
 {
     (void)t;
     return 1;
+}
+
+static void raw_stream_range(const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0, uint64_t *s1)
+{
+    (void)i;
+    rows_to_symbols(r0, r1, 1, t->cols, s0, s1);
 }
 
 /* ---- 6.2 The PVQ codec (id 1) ------------------------------------------------------- */
@@ -1394,12 +1941,13 @@ static pvqc_error pvq_table_get(pvqc_file *f, unsigned d, unsigned k, const pvq_
  *                   b = b - 2 * c; j = j + 1
  *         k_rem = k_rem - |y_i|
  * ("b < 2 * c may equally be tested as: subtract c, then test b < c".)
- * Returns 0 if b >= N(d, k) (or, defensively, if the walk leaves the table). */
-static int pvq_decode_index1(const pvq_table *T, uint64_t b, int32_t *y)
+ * Returns 0 if b >= N(d, k) (or, defensively, if the walk leaves the table). k may be any
+ * pulse count up to the table's (pvqvr's K_g). */
+static int pvq_decode_index1(const pvq_table *T, unsigned k, uint64_t b, int32_t *y)
 {
-    const unsigned d = T->d, k = T->k;
+    const unsigned d = T->d;
     const uint64_t *N = T->counts;
-    const size_t row = (size_t)k + 1u;
+    const size_t row = (size_t)T->k + 1u; /* the table's stride */
     unsigned krem = k, i, j;
     if (b >= N[(size_t)d * row + k]) return 0;
     for (i = 0; i < d; i++) {
@@ -1424,9 +1972,9 @@ static int pvq_decode_index1(const pvq_table *T, uint64_t b, int32_t *y)
 /* The same procedure on multi-limb integers (section 8: "every intermediate value lies
  * in [0, N(d, k)]"). At position i, b < N(r + 1, k_rem), so the arithmetic runs over
  * the `m` significant limbs of that bound. b is overwritten. */
-static int pvq_decode_index(const pvq_table *T, uint64_t *b, int32_t *y)
+static int pvq_decode_index(const pvq_table *T, unsigned k, uint64_t *b, int32_t *y)
 {
-    const unsigned d = T->d, k = T->k;
+    const unsigned d = T->d;
     unsigned krem = k, i, j, m = T->limbs;
     if (!mp_less(b, PVQ_T(T, d, k), m)) return 0;
     m = mp_siglimbs(PVQ_T(T, d, k), m);
@@ -1511,10 +2059,10 @@ static pvqc_error pvq_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t 
             int32_t ss = 0;
             float nrm, a, c;
             if (T->limbs == 1) {
-                ok = pvq_decode_index1(T, stream_symbol(&shapes, g), y);
+                ok = pvq_decode_index1(T, T->k, stream_symbol(&shapes, g), y);
             } else {
                 stream_symbol_limbs(&shapes, g, b, T->limbs);
-                ok = pvq_decode_index(T, b, y);
+                ok = pvq_decode_index(T, T->k, b, y);
             }
             if (!ok)
                 return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, "tensor " NAME_FMT ": PVQ index of group %llu is >= N(%u, %u)",
@@ -1533,6 +2081,216 @@ static pvqc_error pvq_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t 
 }
 
 static uint64_t pvq_col_align(const tensor_rec *t) { return t->pvq_d; }
+
+static void pvq_stream_range(const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0, uint64_t *s1)
+{
+    rows_to_symbols(r0, r1, 1, i == 0 ? 1u : pvq_groups_per_row(t), s0, s1);
+}
+
+/* 6.2.3 (since 1.1): "the shapes stream is bounded by N(D, K)". */
+static unsigned pvq_stream_bounds(pvqc_file *f, const tensor_rec *t, unsigned i, rans_bounds *b)
+{
+    uint64_t *nm1 = b->plans[0].nm1;
+    (void)f;
+    if (i != 2) return 0;
+    pvq_count_limbs(t->pvq_d, t->pvq_k, nm1);
+    for (unsigned l = 0; l < RANS_BOUND_LIMBS; l++) /* N - 1 (N >= 2) */
+        if (nm1[l]-- != 0) break;
+    return 1;
+}
+
+/* ---- 6.5 The variable-rate PVQ codec (id 4, spec/codecs/pvqvr.md) ------------------- */
+
+#define PVQVR_MAX_K_COUNT 256u
+
+static unsigned pvqvr_k(const tensor_rec *t, unsigned p) { return le16(t->vr_k_values + 2u * p); }
+
+/* 6.5.1 Parameter block: "group_size (D) u16 1 to 256; k_count u16 1 to 256; k_values
+ * k_count x u16 each 0 to 4096, strictly increasing; gain_bits u8 0 to 8; gain_table
+ * 2^gain_bits x f32 finite values. The block is exactly 5 + 2 k_count + 4 2^gain_bits bytes
+ * ... the fields are checked in the order of the table, the 1024-bit rule after k_values."
+ * Here and below index_bits(D, 0) = 0 and N(D, 0) = 1. */
+static pvqc_error pvqvr_parse_params(pvqc_file *f, tensor_rec *t)
+{
+    reader r, kv, table;
+    unsigned d, kc, gb, i;
+    rd_init(&r, t->cparams, t->cparams_len);
+    if (!rd_u16(&r, &d) || !rd_u16(&r, &kc) || !rd_sub(&r, kc <= PVQVR_MAX_K_COUNT ? 2ull * kc : 0u, &kv) ||
+        !rd_u8(&r, &gb) || !rd_sub(&r, gb <= PVQ_MAX_GAIN_BITS ? (4ull << gb) : 0u, &table))
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": pvqvr codec: cannot parse its parameter block",
+                    NAME_ARG(t));
+    if (!rd_done(&r))
+        return fail(f, PVQC_ERR_PARAMS_INVALID,
+                    "tensor " NAME_FMT ": pvqvr codec: parameter block is %llu bytes but its fields use %llu",
+                    NAME_ARG(t), (ull)t->cparams_len, (ull)r.pos);
+    if (d < 1 || d > PVQ_MAX_D)
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": pvqvr group_size %u outside 1..%u", NAME_ARG(t),
+                    d, PVQ_MAX_D);
+    if (kc < 1 || kc > PVQVR_MAX_K_COUNT)
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": pvqvr k_count %u outside 1..%u", NAME_ARG(t),
+                    kc, PVQVR_MAX_K_COUNT);
+    for (i = 0; i < kc; i++)
+        if (le16(kv.data + 2u * i) > PVQ_MAX_K)
+            return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": pvqvr k_values hold a pulse count above %u",
+                        NAME_ARG(t), PVQ_MAX_K);
+    for (i = 1; i < kc; i++)
+        if (le16(kv.data + 2u * i) <= le16(kv.data + 2u * (i - 1u)))
+            return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": pvqvr k_values are not strictly increasing",
+                        NAME_ARG(t));
+    t->vr_k_max = le16(kv.data + 2u * (kc - 1u));
+    t->pvq_index_bits = t->vr_k_max ? pvq_index_bits(d, t->vr_k_max) : 0u;
+    if (t->pvq_index_bits > PVQ_MAX_INDEX_BITS)
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": pvqvr index of N(%u, %u) needs more than %u bits",
+                    NAME_ARG(t), d, t->vr_k_max, PVQ_MAX_INDEX_BITS);
+    if (gb > PVQ_MAX_GAIN_BITS)
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": pvqvr gain_bits %u exceeds %u", NAME_ARG(t), gb,
+                    PVQ_MAX_GAIN_BITS);
+    for (i = 0; i < (1u << gb); i++)
+        if ((le32(table.data + 4u * i) & 0x7F800000u) == 0x7F800000u)
+            return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": pvqvr gain_table holds a non-finite value",
+                        NAME_ARG(t));
+    t->pvq_d = d;
+    t->pvq_k = t->vr_k_max;
+    t->pvq_gain_bits = gb;
+    t->pvq_gain_table = table.data;
+    t->vr_k_count = kc;
+    t->vr_k_values = kv.data;
+    /* "pulse_bits = ceil(log2 k_count), the number of bits of k_count - 1" */
+    for (t->vr_pulse_bits = 0; ((kc - 1u) >> t->vr_pulse_bits) != 0; t->vr_pulse_bits++) {}
+    return PVQC_OK;
+}
+
+/* 6.5.3 Streams: row_scales (rows x 16), gains (G x gain_bits), pulses (G x pulse_bits),
+ * shapes (G x index_bits(D, K_max)); 6.5.2 "G = rows * G_r", G_r = ceil(cols / D). */
+static unsigned pvqvr_streams(const tensor_rec *t, stream_spec *out)
+{
+    unsigned n = pvq_streams(t, out);
+    out[3] = out[2];
+    out[2].name = "pulses";
+    out[2].width = t->vr_pulse_bits;
+    return n + 1u;
+}
+
+static void pvqvr_stream_range(const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0, uint64_t *s1)
+{
+    rows_to_symbols(r0, r1, 1, i == 0 ? 1u : pvq_groups_per_row(t), s0, s1);
+}
+
+/* N(D, K) - 1 in nm1 (RANS_BOUND_LIMBS limbs), N(D, 0) = 1. */
+static void pvqvr_count_minus_one(unsigned d, unsigned k, uint64_t *nm1)
+{
+    memset(nm1, 0, RANS_BOUND_LIMBS * sizeof(uint64_t));
+    pvq_count_limbs(d, k, nm1);
+    for (unsigned l = 0; l < RANS_BOUND_LIMBS; l++)
+        if (nm1[l]-- != 0) break;
+}
+
+/* 6.5.3 "pulses ... bounded (section 4): every bound is k_count"; "shapes ... bounded: the
+ * bound of symbol g is N(D, K_g) with K_g = k_values[p_g]". */
+static unsigned pvqvr_stream_bounds(pvqc_file *f, const tensor_rec *t, unsigned i, rans_bounds *b)
+{
+    (void)f;
+    if (i == 2) {
+        b->plans[0].nm1[0] = t->vr_k_count - 1u;
+        return 1;
+    }
+    if (i != 3) return 0;
+    for (unsigned p = 0; p < t->vr_k_count; p++) pvqvr_count_minus_one(t->pvq_d, pvqvr_k(t, p), b->plans[p].nm1);
+    if (t->vr_k_count > 1) b->index_stream = 2;
+    return t->vr_k_count;
+}
+
+/* 6.5.3 content rules, over the whole tensor: "A row scale that is not finite ... A pulse
+ * index p_g >= k_count is payload_corrupt ... A decoder checks the pulse indices before it
+ * uses them to bound the shapes. A shape index b_g >= N(D, K_g) is payload_corrupt (never
+ * clamped). In particular a group with K_g = 0 must have b_g = 0." */
+static pvqc_error pvqvr_check(pvqc_file *f, tensor_rec *t)
+{
+    stream_view scales = payload_stream(f, t, 0), pulses = payload_stream(f, t, 2), shapes = payload_stream(f, t, 3);
+    uint64_t b[RANS_BOUND_LIMBS], g, (*nm1)[RANS_BOUND_LIMBS];
+    const unsigned limbs = limbs_for_bits(t->pvq_index_bits + 1u);
+    for (uint64_t r = 0; r < t->rows; r++)
+        if (((stream_symbol(&scales, r) >> 10) & 0x1Fu) == 0x1Fu)
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, "tensor " NAME_FMT ": pvqvr row scale of row %llu is not finite",
+                        NAME_ARG(t), (ull)r);
+    for (g = 0; g < pulses.count; g++)
+        if (stream_symbol(&pulses, g) >= t->vr_k_count)
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, "tensor " NAME_FMT ": pvqvr pulse index of group %llu is >= k_count %u",
+                        NAME_ARG(t), (ull)g, t->vr_k_count);
+    nm1 = (uint64_t(*)[RANS_BOUND_LIMBS])xalloc(f, (uint64_t)t->vr_k_count * sizeof *nm1);
+    if (!nm1) return out_of_memory(f, "pvqvr bounds");
+    for (unsigned p = 0; p < t->vr_k_count; p++) pvqvr_count_minus_one(t->pvq_d, pvqvr_k(t, p), nm1[p]);
+    for (g = 0; g < shapes.count; g++) {
+        const unsigned p = (unsigned)stream_symbol(&pulses, g);
+        memset(b, 0, sizeof b);
+        if (shapes.width > 0) stream_symbol_limbs(&shapes, g, b, limbs);
+        if (mp_less(nm1[p], b, RANS_BOUND_LIMBS)) { /* b > N - 1 */
+            xfree(f, nm1);
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, "tensor " NAME_FMT ": pvqvr shape index of group %llu is >= N(%u, %u)",
+                        NAME_ARG(t), (ull)g, t->pvq_d, pvqvr_k(t, p));
+        }
+    }
+    xfree(f, nm1);
+    return PVQC_OK;
+}
+
+/* 6.5.4 / 6.5.5 Decoded value, for group g of row r: "If K_g >= 1: exactly section 6.2.5
+ * with the group's shape y" = decode(b_g, D, K_g); "If K_g = 0: x_i = +0.0 ... whatever s_r
+ * and q_g are." Decodes the groups that cover columns [c0, c1) of rows [r0, r1). */
+static pvqc_error pvqvr_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t r1, uint64_t c0, uint64_t c1,
+                               float *dst, size_t ld)
+{
+    const unsigned d = t->pvq_d;
+    const uint64_t gpr = pvq_groups_per_row(t);
+    stream_view scales = payload_stream(f, t, 0), gains = payload_stream(f, t, 1), pulses = payload_stream(f, t, 2),
+                shapes = payload_stream(f, t, 3);
+    const pvq_table *T = NULL;
+    int32_t y[PVQ_MAX_D];
+    uint64_t b[PVQ_MAX_INDEX_BITS / 64u + 2u];
+    if (t->vr_k_max > 0) {
+        pvqc_error e = pvq_table_get(f, d, t->vr_k_max, &T);
+        if (e != PVQC_OK) return e;
+    }
+    for (uint64_t r = r0; r < r1; r++) {
+        const float s = f16_to_f32((uint16_t)stream_symbol(&scales, r));
+        float *out = dst + (r - r0) * ld;
+        for (uint64_t gc = c0 / d; gc * d < c1; gc++) {
+            const uint64_t g = r * gpr + gc;
+            const uint64_t q = t->pvq_gain_bits ? stream_symbol(&gains, g) : 0u;
+            const uint64_t p = t->vr_pulse_bits ? stream_symbol(&pulses, g) : 0u;
+            const unsigned k = p < t->vr_k_count ? pvqvr_k(t, (unsigned)p) : 0u;
+            const float gain = lef32(t->pvq_gain_table + 4u * q);
+            int ok = p < t->vr_k_count;
+            int32_t ss = 0;
+            float nrm, a, c;
+            if (ok && k == 0) {
+                for (unsigned i = 0; i < d; i++) {
+                    const uint64_t col = gc * d + i;
+                    if (col >= c0 && col < c1) out[col - c0] = 0.0f;
+                }
+                continue;
+            }
+            if (ok && T->limbs == 1) {
+                ok = pvq_decode_index1(T, k, stream_symbol(&shapes, g), y);
+            } else if (ok) {
+                stream_symbol_limbs(&shapes, g, b, T->limbs);
+                ok = pvq_decode_index(T, k, b, y);
+            }
+            if (!ok)
+                return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, "tensor " NAME_FMT ": pvqvr group %llu is corrupt", NAME_ARG(t),
+                            (ull)g);
+            for (unsigned i = 0; i < d; i++) ss += y[i] * y[i];
+            nrm = sqrtf((float)ss);
+            a = s * gain;
+            c = a / nrm;
+            for (unsigned i = 0; i < d; i++) {
+                const uint64_t col = gc * d + i;
+                if (col >= c0 && col < c1) out[col - c0] = c * (float)y[i];
+            }
+        }
+    }
+    return PVQC_OK;
+}
 
 /* ---- 6.3 The trellis codec (id 2, spec/codecs/trellis.md) -------------------------- */
 
@@ -1815,6 +2573,12 @@ static uint64_t trellis_col_align(const tensor_rec *t)
     return TRELLIS_TILE;
 }
 
+static void trellis_stream_range(const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0, uint64_t *s1)
+{
+    if (i == 0) rows_to_symbols(r0, r1, TRELLIS_TILE, 8u * t->tr_k * trellis_tile_cols(t), s0, s1);
+    else rows_to_symbols(r0, r1, 1, 1, s0, s1);
+}
+
 /* ---- 6.4 The lattice codec (id 3, spec/codecs/lattice.md) -------------------------- */
 
 /* 6.4.4.2 The pattern table, as 2A (odd integers 1, 3, 5): "PAT[0] .. PAT[226]: every
@@ -2058,13 +2822,111 @@ static uint64_t lattice_col_align(const tensor_rec *t)
     return 8;
 }
 
+static void lattice_stream_range(const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0, uint64_t *s1)
+{
+    rows_to_symbols(r0, r1, 1, t->lat_row_scales && i == 0 ? 1u : lattice_groups_per_row(t), s0, s1);
+}
+
+/* ---- 6.6 The entropy-coded scalar codec (id 5, spec/codecs/ecsq.md) ---------------- */
+
+/* 6.6.1 Parameter block: "step f32 finite and > 0; flags u8 0 (reserved); reserved u8 0;
+ * offset_count (n) u16 0 to 65,535; offsets n x f32 finite values. The block is exactly
+ * 8 + 4 n bytes. A value outside its allowed range is params_invalid; the fields are
+ * checked in the order of the table." */
+static pvqc_error ecsq_parse_params(pvqc_file *f, tensor_rec *t)
+{
+    reader r, offs;
+    unsigned flags, reserved, n;
+    uint32_t step_bits;
+    float step;
+    rd_init(&r, t->cparams, t->cparams_len);
+    if (!rd_u32(&r, &step_bits) || !rd_u8(&r, &flags) || !rd_u8(&r, &reserved) || !rd_u16(&r, &n) ||
+        !rd_sub(&r, 4ull * n, &offs))
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ecsq codec: cannot parse its parameter block",
+                    NAME_ARG(t));
+    if (!rd_done(&r))
+        return fail(f, PVQC_ERR_PARAMS_INVALID,
+                    "tensor " NAME_FMT ": ecsq codec: parameter block is %llu bytes but its fields use %llu",
+                    NAME_ARG(t), (ull)t->cparams_len, (ull)r.pos);
+    step = u32_as_f32(step_bits);
+    if ((step_bits & 0x7F800000u) == 0x7F800000u || !(step > 0.0f))
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ecsq step %.9g is not a finite value > 0",
+                    NAME_ARG(t), (double)step);
+    if (flags != 0)
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ecsq flags 0x%02x: no flag is defined, must be 0",
+                    NAME_ARG(t), flags);
+    if (reserved != 0)
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ecsq reserved byte 0x%02x must be 0", NAME_ARG(t),
+                    reserved);
+    for (unsigned k = 0; k < n; k++)
+        if ((le32(offs.data + 4u * k) & 0x7F800000u) == 0x7F800000u)
+            return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ecsq offset %u is not finite", NAME_ARG(t), k);
+    t->ecsq_step = step;
+    t->ecsq_n = n;
+    t->ecsq_offsets = offs.data;
+    return PVQC_OK;
+}
+
+/* 6.6.2 Stream: indices (rows * cols x 16), "symbol r * cols + c is row r, column c". Not
+ * bounded; "Every 16-bit symbol is valid: this codec has no payload_corrupt condition of
+ * its own". */
+static unsigned ecsq_streams(const tensor_rec *t, stream_spec *out)
+{
+    out[0].name = "indices";
+    out[0].count = t->rows * t->cols;
+    out[0].width = 16;
+    return 1;
+}
+
+static pvqc_error ecsq_check(pvqc_file *f, tensor_rec *t)
+{
+    (void)f;
+    (void)t;
+    return PVQC_OK;
+}
+
+/* 6.6.3 and 6.6.4, for symbol s: "m = (s + 1) div 2; negative = s != 0 and s mod 2 == 0;
+ * off(m) = offsets[min(m, n) - 1] for n >= 1 and 0 for n = 0; if m == 0: x = +0.0; else
+ * t = float32(m) - off(m); a = t * step; x = -a if negative else a" (float32(m) is exact:
+ * m <= 32768; the negation flips the sign bit only). */
+static float ecsq_value(const tensor_rec *t, unsigned s)
+{
+    const unsigned m = (s + 1u) >> 1;
+    float off, d, a;
+    if (m == 0) return 0.0f;
+    off = t->ecsq_n ? lef32(t->ecsq_offsets + 4u * ((m < t->ecsq_n ? m : t->ecsq_n) - 1u)) : 0.0f;
+    d = (float)m - off;
+    a = d * t->ecsq_step;
+    return (s & 1u) ? a : -a;
+}
+
+/* 6.6.4 "x is the value of W' at the symbol's row and column." */
+static pvqc_error ecsq_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t r1, uint64_t c0, uint64_t c1,
+                              float *dst, size_t ld)
+{
+    stream_view s = payload_stream(f, t, 0);
+    for (uint64_t r = r0; r < r1; r++) {
+        float *out = dst + (r - r0) * ld;
+        for (uint64_t c = c0; c < c1; c++) out[c - c0] = ecsq_value(t, (unsigned)stream_symbol(&s, r * t->cols + c));
+    }
+    return PVQC_OK;
+}
+
 /* 6. The codec registry: "Any other id is codec_unknown (a decoder names the id and the
  * codecs it knows)." A codec joins by adding its entry. */
 static const codec_def CODECS[] = {
-    {0, "raw", 0, 1, raw_parse_params, raw_streams, raw_check, raw_decode, raw_col_align},
-    {1, "pvq", 1, 0, pvq_parse_params, pvq_streams, pvq_check, pvq_decode, pvq_col_align},
-    {2, "trellis", 1, 0, trellis_parse_params, trellis_streams, trellis_check, trellis_decode, trellis_col_align},
-    {3, "lattice", 1, 0, lattice_parse_params, lattice_streams, lattice_check, lattice_decode, lattice_col_align},
+    {0, "raw", 0, 1, raw_parse_params, raw_streams, raw_check, raw_decode, raw_col_align, raw_stream_range,
+     no_stream_bounds},
+    {1, "pvq", 1, 0, pvq_parse_params, pvq_streams, pvq_check, pvq_decode, pvq_col_align, pvq_stream_range,
+     pvq_stream_bounds},
+    {2, "trellis", 1, 0, trellis_parse_params, trellis_streams, trellis_check, trellis_decode, trellis_col_align,
+     trellis_stream_range, no_stream_bounds},
+    {3, "lattice", 1, 0, lattice_parse_params, lattice_streams, lattice_check, lattice_decode, lattice_col_align,
+     lattice_stream_range, no_stream_bounds},
+    {4, "pvqvr", 1, 0, pvqvr_parse_params, pvqvr_streams, pvqvr_check, pvqvr_decode, pvq_col_align,
+     pvqvr_stream_range, pvqvr_stream_bounds},
+    {5, "ecsq", 1, 0, ecsq_parse_params, ecsq_streams, ecsq_check, ecsq_decode, raw_col_align, raw_stream_range,
+     no_stream_bounds},
 };
 
 static const codec_def *codec_by_id(unsigned id)
@@ -2124,7 +2986,8 @@ static pvqc_error check_tensor_entry(pvqc_file *f, tensor_rec *t, size_t index)
                     t->transform_id);
     t->codec = codec_by_id(t->codec_id);
     if (!t->codec)
-        return fail(f, PVQC_ERR_CODEC_UNKNOWN, "unknown codec id %u; this reader knows 0 (raw), 1 (pvq), 2 (trellis), 3 (lattice)", t->codec_id);
+        return fail(f, PVQC_ERR_CODEC_UNKNOWN, "unknown codec id %u; this reader knows 0 (raw), 1 (pvq), 2 (trellis), 3 (lattice), 4 (pvqvr), 5 (ecsq)",
+                    t->codec_id);
     if (numel == 0 && t->codec->quantizes)
         return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": a tensor with no elements must use the raw codec",
                     NAME_ARG(t));
@@ -2150,10 +3013,10 @@ static pvqc_error check_tensor_entry(pvqc_file *f, tensor_rec *t, size_t index)
         pr->length = le64(p + 9);
         pr->crc = le32(p + 17);
         pr->stream = specs[i];
-        if (pr->coding != 0)
-            return fail(f, PVQC_ERR_CODING_UNKNOWN, "unknown payload coding id %u; this reader knows 0 (raw)",
+        if (pr->coding > 1)
+            return fail(f, PVQC_ERR_CODING_UNKNOWN, "unknown payload coding id %u; this reader knows 0 (raw), 1 (rans)",
                         pr->coding);
-        if (pr->length != raw_coding_length(&specs[i]))
+        if (pr->coding == 0 && pr->length != raw_coding_length(&specs[i]))
             return fail(f, PVQC_ERR_PAYLOAD_LAYOUT_INVALID,
                         "tensor " NAME_FMT ": raw payload '%s' is %llu bytes; %llu symbols of %u bits need %llu",
                         NAME_ARG(t), specs[i].name, (ull)pr->length, (ull)specs[i].count, specs[i].width,
@@ -2199,27 +3062,130 @@ static pvqc_error check_payload_layout(pvqc_file *f)
     return PVQC_OK;
 }
 
+static void stream_set_free(pvqc_file *f, stream_set *set)
+{
+    for (unsigned i = 0; i < MAX_PAYLOADS; i++) xfree(f, set->buf[i]);
+    memset(set, 0, sizeof *set);
+}
+
+/* 4.3: decode rans payload i of t into set: the chunks that hold symbols [s0, s1) (the
+ * whole stream for [0, count); "A decoder may decode any subset of chunks"). The result is
+ * the raw coding's bit string of those chunks' symbols, which the codecs read. A stream
+ * whose bounds are indexed by an earlier stream (pvqvr's shapes by its pulses) has that
+ * stream decoded over at least the same symbols first. */
+static pvqc_error rans_stream_decode(pvqc_file *f, tensor_rec *t, unsigned i, uint64_t s0, uint64_t s1,
+                                     stream_set *set)
+{
+    const payload_rec *p = &t->payloads[i];
+    const stream_spec *s = &p->stream;
+    rans_header h;
+    uint64_t j0, j1, first, last, len;
+    uint8_t *buf = NULL;
+    rans_bounds bounds;
+    pvqc_error e = rans_parse_header(f, t, s, f->data + p->offset, p->length, &h);
+    if (e != PVQC_OK) return e;
+    if (s1 > s->count) s1 = s->count;
+    if (s0 > s1) s0 = s1;
+    j0 = s0 / h.chunk_symbols;
+    j1 = s1 > s0 ? (s1 - 1u) / h.chunk_symbols + 1u : j0;
+    first = j0 * h.chunk_symbols;
+    last = j1 * h.chunk_symbols < s->count ? j1 * h.chunk_symbols : s->count; /* < 2^64: j1, S < 2^32 */
+    if (last < first) last = first;
+    len = ((last - first) * s->width + 7u) / 8u; /* <= 2^48 symbols of <= 1024 bits */
+    memset(&bounds, 0, sizeof bounds);
+    bounds.index_stream = -1;
+    if (h.mode == 1) {
+        bounds.plans = (rans_uniform *)xalloc(f, RANS_MAX_BOUNDS * (uint64_t)sizeof(rans_uniform));
+        if (!bounds.plans) return out_of_memory(f, "rans bounds");
+        memset(bounds.plans, 0, RANS_MAX_BOUNDS * sizeof(rans_uniform));
+        bounds.count = t->codec->stream_bounds(f, t, i, &bounds);
+        if (bounds.count == 0) { /* 4.3.3: "else 2^width" */
+            bounds.count = 1;
+            for (unsigned b = 0; b < s->width; b++) bounds.plans[0].nm1[b / 64u] |= 1ull << (b % 64u);
+        } else if (bounds.index_stream >= 0) {
+            const unsigned k = (unsigned)bounds.index_stream; /* < i */
+            if (t->payloads[k].coding == 0) {
+                bounds.index = raw_payload_view(f, t, k);
+            } else {
+                if (!set->held[k] || set->first[k] > first || set->last[k] < last) {
+                    const uint64_t a = set->held[k] && set->first[k] < first ? set->first[k] : first;
+                    const uint64_t b = set->held[k] && set->last[k] > last ? set->last[k] : last;
+                    e = rans_stream_decode(f, t, k, a, b, set);
+                }
+                bounds.index = set->view[k];
+            }
+            bounds.has_index = 1;
+        }
+        for (unsigned k = 0; k < bounds.count; k++) rans_uniform_init(&bounds.plans[k]);
+    }
+    if (e == PVQC_OK) {
+        buf = (uint8_t *)xalloc(f, len);
+        if (!buf) e = out_of_memory(f, "decoded rans stream");
+        else e = rans_decode(f, t, s, &h, &bounds, j0, j1, buf, len);
+    }
+    xfree(f, bounds.plans);
+    if (e != PVQC_OK) {
+        xfree(f, buf);
+        return e;
+    }
+    xfree(f, set->buf[i]);
+    set->t = t;
+    set->buf[i] = buf;
+    set->view[i].bytes = buf;
+    set->view[i].length = len;
+    set->view[i].count = s->count;
+    set->view[i].width = s->width;
+    set->view[i].base = first;
+    set->held[i] = 1;
+    set->first[i] = first;
+    set->last[i] = last;
+    return PVQC_OK;
+}
+
+static int has_rans_payload(const tensor_rec *t)
+{
+    for (unsigned i = 0; i < t->payload_count; i++)
+        if (t->payloads[i].coding != 0) return 1;
+    return 0;
+}
+
 /* 7.3 step 1 and the codec's content rules: "For each payload in order: verify its CRC
  * (2.3), then decode it with its coding (4)"; then the codec's checks (for PVQ: row
- * scales, then shape indices). Done once per tensor; a failure is reported every time. */
+ * scales, then shape indices). Done once per tensor; a failure is reported every time.
+ * The decoded rans streams stay on the handle (one tensor's at a time) for the decode
+ * that usually follows. */
 static pvqc_error check_tensor(pvqc_file *f, tensor_rec *t)
 {
     pvqc_error e;
     if (t->checked) return PVQC_OK;
+    if (has_rans_payload(t)) stream_set_free(f, &f->cache);
     for (unsigned i = 0; i < t->payload_count; i++) {
         const payload_rec *p = &t->payloads[i];
         const uint8_t *bytes = f->data + p->offset;
         if (crc_mismatch(crc32(f->crc_table, bytes, p->length), p->crc))
-            return fail(f, PVQC_ERR_CHECKSUM_MISMATCH,
-                        "tensor " NAME_FMT ": payload '%s' CRC-32 mismatch: the file is damaged", NAME_ARG(t),
-                        p->stream.name);
-        if (!raw_coding_padding_ok(bytes, p->length, &p->stream))
-            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT,
-                        "tensor " NAME_FMT ": payload '%s': raw stream has non-zero padding bits in its last byte",
-                        NAME_ARG(t), p->stream.name);
+            e = fail(f, PVQC_ERR_CHECKSUM_MISMATCH,
+                     "tensor " NAME_FMT ": payload '%s' CRC-32 mismatch: the file is damaged", NAME_ARG(t),
+                     p->stream.name);
+        else if (p->coding == 1)
+            e = rans_stream_decode(f, t, i, 0, p->stream.count, &f->cache);
+        else if (!raw_coding_padding_ok(bytes, p->length, &p->stream))
+            e = fail(f, PVQC_ERR_PAYLOAD_CORRUPT,
+                     "tensor " NAME_FMT ": payload '%s': raw stream has non-zero padding bits in its last byte",
+                     NAME_ARG(t), p->stream.name);
+        else
+            e = PVQC_OK;
+        if (e != PVQC_OK) {
+            if (has_rans_payload(t)) stream_set_free(f, &f->cache);
+            return e;
+        }
     }
+    f->active = &f->cache;
     e = t->codec->check(f, t);
-    if (e != PVQC_OK) return e;
+    f->active = NULL;
+    if (e != PVQC_OK) {
+        if (has_rans_payload(t)) stream_set_free(f, &f->cache);
+        return e;
+    }
     t->checked = 1;
     return PVQC_OK;
 }
@@ -2514,6 +3480,7 @@ void pvqc_close(pvqc_file *f)
     xfree(f, f->by_name);
     xfree(f, f->table.counts);
     xfree(f, f->lattice);
+    stream_set_free(f, &f->cache);
     xfree(f, f->owned);
     f->al.free(f->al.opaque, f);
 }
@@ -2624,13 +3591,16 @@ pvqc_error pvqc_check_tensor(pvqc_file *f, size_t index)
     return check_tensor(f, t);
 }
 
+static pvqc_error decode_rows_with_streams(pvqc_file *f, tensor_rec *t, uint64_t row_begin, uint64_t row_end,
+                                           pvqc_dtype out_dtype, void *out, uint64_t n, size_t esize);
+
 pvqc_error pvqc_decode_rows(pvqc_file *f, size_t index, uint64_t row_begin, uint64_t row_end, pvqc_dtype out_dtype,
                             void *out, size_t out_size)
 {
     tensor_rec *t = NULL;
     uint64_t n, bytes;
     const size_t esize = pvqc_dtype_size(out_dtype);
-    decode_scratch s;
+    stream_set part;
     pvqc_error e = get_tensor(f, index, &t);
     if (e != PVQC_OK) return e;
     if (esize == 0) return fail(f, PVQC_ERR_BAD_ARGUMENT, "unknown output dtype %d", (int)out_dtype);
@@ -2645,10 +3615,49 @@ pvqc_error pvqc_decode_rows(pvqc_file *f, size_t index, uint64_t row_begin, uint
     e = check_tensor(f, t);
     if (e != PVQC_OK || n == 0) return e;
 
+    /* The rans streams: those of the check if they are still on the handle, else the
+     * chunks that the rows (with the RHT: their whole row blocks) need. */
+    memset(&part, 0, sizeof part);
+    if (has_rans_payload(t)) {
+        if (f->cache.t == t) {
+            f->active = &f->cache;
+        } else {
+            uint64_t a = row_begin, b = row_end;
+            if (t->transform_id == 1) {
+                a = a / t->rht_row_block * t->rht_row_block;
+                b = (b + t->rht_row_block - 1u) / t->rht_row_block * t->rht_row_block;
+                if (b > t->rows) b = t->rows;
+            }
+            for (unsigned i = 0; i < t->payload_count && e == PVQC_OK; i++) {
+                uint64_t s0, s1;
+                if (t->payloads[i].coding == 0) continue;
+                t->codec->stream_range(t, i, a, b, &s0, &s1);
+                e = rans_stream_decode(f, t, i, s0, s1, &part);
+            }
+            if (e != PVQC_OK) {
+                stream_set_free(f, &part);
+                return e;
+            }
+            f->active = &part;
+        }
+    }
+    e = decode_rows_with_streams(f, t, row_begin, row_end, out_dtype, out, n, esize);
+    f->active = NULL;
+    stream_set_free(f, &part);
+    return e;
+}
+
+/* pvqc_decode_rows once the streams are in place (f->active). */
+static pvqc_error decode_rows_with_streams(pvqc_file *f, tensor_rec *t, uint64_t row_begin, uint64_t row_end,
+                                           pvqc_dtype out_dtype, void *out, uint64_t n, size_t esize)
+{
+    decode_scratch s;
+    pvqc_error e;
     /* 6.1 / 10.3 "A decoder writing the source dtype copies the bit patterns unchanged,
      * NaN payloads included." */
     if (!t->codec->quantizes && (unsigned)out_dtype == t->dtype) {
-        const uint8_t *src = f->data + t->payloads[0].offset + row_begin * t->cols * esize;
+        const stream_view v = payload_stream(f, t, 0);
+        const uint8_t *src = v.bytes + (row_begin * t->cols - v.base) * esize;
         uint8_t *o = (uint8_t *)out;
         for (uint64_t i = 0; i < n; i++) {
             if (esize == 4) {

@@ -1,11 +1,12 @@
 /*
- * pvqc.h - the C reference decoder of the pvqc format, version 1.0.
+ * pvqc.h - the C reference decoder of the pvqc format, version 1.1.
  *
  * One header and one source file (pvqc.c), C99, nothing beyond the C standard
  * library. The source follows the specification (spec/pvqc.md, spec/transforms.md,
- * spec/codecs/pvq.md, spec/codecs/pvq-enumeration.md, spec/codecs/trellis.md,
- * spec/codecs/lattice.md) section by section; each function names the section it
- * implements.
+ * spec/coding-rans.md, spec/codecs/pvq.md, spec/codecs/pvq-enumeration.md,
+ * spec/codecs/trellis.md, spec/codecs/lattice.md, spec/codecs/pvqvr.md, spec/codecs/ecsq.md) section by
+ * section; each function names
+ * the section it implements.
  *
  * Usage:
  *
@@ -22,7 +23,10 @@
  *
  * Memory: the caller owns the file's bytes (they must outlive the handle and are
  * never written) and every output buffer. The decoder's own allocations (the tensor
- * directory, count tables, scratch rows) go through an optional allocator.
+ * directory, count tables, scratch rows, decoded rans streams) go through an optional
+ * allocator. A tensor with rans payloads (spec 4.3) is decoded into its streams' raw
+ * bit strings (about its raw-coded size) for the check that precedes every decode; the
+ * handle keeps the last such tensor's streams for the decode that follows.
  * There is no global state: separate handles may be used from separate threads at
  * the same time; one handle must not be used by two threads at once.
  *
@@ -42,7 +46,7 @@ extern "C" {
 #endif
 
 #define PVQC_FORMAT_VERSION_MAJOR 1
-#define PVQC_FORMAT_VERSION_MINOR 0
+#define PVQC_FORMAT_VERSION_MINOR 1
 
 /* Error codes. 1..14 are the rejection conditions of spec section 9, with the same
  * names as the conformance suite and the Python decoder (pvqcodec/errors.py). */
@@ -97,7 +101,7 @@ typedef struct pvqc_tensor_info {
     uint64_t numel;          /* product of the shape (1 for rank 0) */
     uint64_t rows, cols;     /* the matrix view (spec 3.5): decoding works on rows */
     unsigned transform_id;   /* 0 identity, 1 rht */
-    unsigned codec_id;       /* 0 raw, 1 pvq, 2 trellis, 3 lattice */
+    unsigned codec_id;       /* 0 raw, 1 pvq, 2 trellis, 3 lattice, 4 pvqvr, 5 ecsq */
     const char *transform_name;
     const char *codec_name;
     unsigned payload_count;
@@ -145,7 +149,8 @@ pvqc_error pvqc_find_tensor(pvqc_file *f, const char *name, size_t name_len, siz
 /* Check everything about one tensor's payloads that a decoder must check (CRCs, the
  * coding, the codec's content rules) without producing values. Every decode runs
  * this first (once per tensor and handle), so a tensor decodes either completely and
- * correctly or not at all, whatever row range is asked for. */
+ * correctly or not at all, whatever row range is asked for. For rans payloads this
+ * decodes every chunk. */
 pvqc_error pvqc_check_tensor(pvqc_file *f, size_t index);
 
 /* Bytes per element of an output dtype (4 or 2), 0 for an unknown value. */
@@ -155,7 +160,9 @@ size_t pvqc_dtype_size(pvqc_dtype dtype);
  * (row_end - row_begin) * cols elements of out_dtype, into `out` (out_size bytes).
  * float32 output is the spec's exact values (section 10); float16 and bfloat16 are
  * rounded from them by section 10.3. A raw tensor decoded to its own source dtype is
- * copied bit for bit. The row range may be empty. */
+ * copied bit for bit. The row range may be empty. Rans payloads: the streams of the last
+ * tensor checked are reused; for another tensor only the chunks that hold the range's
+ * symbols are decoded (with the RHT, those of the row blocks it touches). */
 pvqc_error pvqc_decode_rows(pvqc_file *f, size_t index, uint64_t row_begin, uint64_t row_end,
                             pvqc_dtype out_dtype, void *out, size_t out_size);
 

@@ -11,6 +11,9 @@
  *   enum        the vectors of indices 0 .. 17 for d = 3, k = 2 (pvq-enumeration.md 7)
  *   hyb_table, codes, trellis_*   trellis.md 6.3.A and the worked examples of 6.3.8
  *   lattice_pat, lattice_u, e8p, lattice_group   lattice.md 6.4.4.2, 6.4.5 and 6.4.7
+ *   rans        coding-rans.md 4.3: payloads made by an encoder written from 4.3.5 decode
+ *               back to their symbols (whole and a subset of chunks), in table and uniform
+ *               mode, with bounds of every kind; symbols at or above a bound are rejected
  *
  * It includes pvqc.c to reach its static functions.
  */
@@ -36,6 +39,308 @@ static void print_hex_limbs(const uint64_t *x, unsigned n)
             printf("%016llx", (ull)x[l]);
         }
     }
+}
+
+/* ---- 4.3 the rans coding: round trips through an encoder written from 4.3.5 -------------- */
+
+/* A tiny deterministic generator (splitmix64) for the test symbols. */
+static uint64_t test_rng = 1;
+static uint64_t rnd(void) { return mix64(test_rng += 0x9E3779B97F4A7C15ull); }
+
+typedef struct enc_op {
+    uint32_t f, c;
+    unsigned p;
+} enc_op;
+
+/* The operations of symbol v (RANS_BOUND_LIMBS limbs) in decode order (4.3.3). */
+static unsigned test_ops(unsigned mode, const uint32_t *freq, const uint32_t *cum, unsigned P, const rans_uniform *u,
+                         const uint64_t *v, enc_op *ops)
+{
+    unsigned n = 0;
+    if (mode == 0) {
+        ops[0].f = freq[v[0]];
+        ops[0].c = cum[v[0]];
+        ops[0].p = P;
+        return 1;
+    }
+    if (u->nops == 0) return 0;
+    {
+        unsigned t = mp_bits(v, u->low, u->b - u->low);
+        if (u->top_even) { /* 4.3.2 even(n): f(v) = q + 1 for v < r, else q; c(v) = v q + min(v, r) */
+            ops[n].f = t < u->r ? u->q + 1u : u->q;
+            ops[n].c = t * u->q + (t < u->r ? t : u->r);
+            ops[n].p = 16;
+        }
+        else { ops[n].f = 1; ops[n].c = t; ops[n].p = u->top_k; }
+        n++;
+    }
+    for (unsigned pc = 0; pc < u->pieces; pc++) {
+        unsigned i = u->pieces - 1u - pc, k = pc == 0 ? u->first_k : 16u;
+        ops[n].f = 1;
+        ops[n].c = mp_bits(v, 16u * i, k);
+        ops[n].p = k;
+        n++;
+    }
+    return n;
+}
+
+/* 4.3.5 "To encode value v of an operation with total 2^p: if x >= f(v) * 2^(32 - p) it emits
+ * the word x mod 65536 and sets x = x div 65536, then sets x = (x div f(v)) * 2^p + (x mod
+ * f(v)) + c(v)." */
+static void test_encode_op(uint64_t *x, const enc_op *op, uint16_t *words, size_t *nw)
+{
+    if (*x >= ((uint64_t)op->f << (32u - op->p))) {
+        words[(*nw)++] = (uint16_t)(*x & 0xFFFFu);
+        *x >>= 16;
+    }
+    *x = (*x / op->f << op->p) + *x % op->f + op->c;
+}
+
+static void put_le(uint8_t *p, uint64_t v, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8u * i));
+}
+
+/* Encode `count` symbols (sym: count x RANS_BOUND_LIMBS limbs) as a rans payload (4.3.1).
+ * The encoder starts every lane at 2^16 and runs the chunk's operations in exactly the
+ * reverse of the order of 4.3.4. Returns the payload's length. */
+static size_t test_encode(unsigned mode, unsigned P, const uint32_t *freq, uint32_t A, const uint64_t *nm1,
+                          const uint64_t *sym, uint64_t count, uint32_t S, uint8_t *out, pvqc_file *f)
+{
+    static uint32_t cum[65536];
+    static uint16_t words[1u << 20];
+    rans_uniform u;
+    const uint32_t C = (uint32_t)((count + S - 1u) / S);
+    const size_t T = (16u + 2u * A + 7u) / 8u * 8u;
+    size_t pos = T + 8u * C;
+    uint64_t end = 0;
+    memset(&u, 0, sizeof u);
+    memcpy(u.nm1, nm1, sizeof u.nm1);
+    rans_uniform_init(&u);
+    for (uint32_t a = 0, c = 0; a < A; a++) { cum[a] = c; c += freq[a]; }
+    memset(out, 0, T);
+    out[0] = (uint8_t)mode;
+    out[1] = (uint8_t)P;
+    put_le(out + 4, S, 4);
+    put_le(out + 8, C, 4);
+    put_le(out + 12, A, 4);
+    for (uint32_t a = 0; a < A; a++) put_le(out + 16 + 2u * a, freq[a], 2);
+    for (uint32_t j = 0; j < C; j++) {
+        const uint64_t first = (uint64_t)j * S, n = count - first < S ? count - first : S;
+        uint64_t x[32];
+        size_t nw = 0;
+        enc_op ops[RANS_MAX_OPS];
+        for (unsigned l = 0; l < 32; l++) x[l] = RANS_LOW;
+        for (uint64_t t = (n + 31u) / 32u; t-- > 0;) {
+            unsigned maxops = 0;
+            for (unsigned l = 0; l < 32 && 32u * t + l < n; l++) {
+                unsigned k = test_ops(mode, freq, cum, P, &u, sym + (first + 32u * t + l) * RANS_BOUND_LIMBS, ops);
+                if (k > maxops) maxops = k;
+            }
+            for (unsigned sub = maxops; sub-- > 0;)
+                for (unsigned l = 32; l-- > 0;) {
+                    const uint64_t i = 32u * t + l;
+                    unsigned k;
+                    if (i >= n) continue;
+                    k = test_ops(mode, freq, cum, P, &u, sym + (first + i) * RANS_BOUND_LIMBS, ops);
+                    if (sub < k) test_encode_op(&x[l], &ops[sub], words, &nw);
+                }
+        }
+        for (unsigned l = 0; l < 32; l++) {
+            put_le(out + pos + 4u * l, x[l] & 0xFFFFu, 2);
+            put_le(out + pos + 4u * l + 2u, x[l] >> 16, 2);
+        }
+        pos += 128;
+        for (size_t k = 0; k < nw; k++, pos += 2) put_le(out + pos, words[nw - 1u - k], 2);
+        end += 64u + nw;
+        put_le(out + T + 8u * j, end, 8);
+    }
+    (void)f;
+    return pos;
+}
+
+/* Decode chunks [j0, j1) of the payload; 1 if the symbols equal sym's, else 0; -1 if the
+ * decoder rejected the payload. */
+static int test_decode(pvqc_file *f, const tensor_rec *t, const stream_spec *s, const uint8_t *payload, size_t len,
+                       const uint64_t *nm1, const uint64_t *sym, uint64_t j0, uint64_t j1)
+{
+    rans_header h;
+    static uint8_t bits[1u << 22];
+    static rans_uniform plan;
+    rans_bounds bounds;
+    stream_view v;
+    uint64_t first, last, limbs[RANS_BOUND_LIMBS];
+    if (rans_parse_header(f, t, s, payload, len, &h) != PVQC_OK) return -1;
+    if (j1 > h.chunk_count) j1 = h.chunk_count;
+    first = j0 * h.chunk_symbols;
+    last = j1 * h.chunk_symbols < s->count ? j1 * h.chunk_symbols : s->count;
+    if (j0 >= j1) last = first;
+    v.bytes = bits;
+    v.length = ((last - first) * s->width + 7u) / 8u;
+    v.count = s->count;
+    v.width = s->width;
+    v.base = first;
+    memset(&bounds, 0, sizeof bounds);
+    memset(&plan, 0, sizeof plan);
+    memcpy(plan.nm1, nm1, sizeof plan.nm1);
+    rans_uniform_init(&plan);
+    bounds.count = 1;
+    bounds.plans = &plan;
+    if (rans_decode(f, t, s, &h, &bounds, j0, j1, bits, v.length) != PVQC_OK) return -1;
+    for (uint64_t i = first; i < last; i++) {
+        unsigned nl = limbs_for_bits(s->width ? s->width : 1u);
+        memset(limbs, 0, sizeof limbs);
+        stream_symbol_limbs(&v, i, limbs, nl);
+        if (memcmp(limbs, sym + i * RANS_BOUND_LIMBS, sizeof limbs) != 0) return 0;
+    }
+    return 1;
+}
+
+/* One case: encode, decode whole and a middle subset of chunks, then every single-byte change
+ * of the payload must be rejected as payload_corrupt or decode to other symbols (never crash). */
+static void rans_case(pvqc_file *f, const char *label, unsigned mode, unsigned P, const uint32_t *freq, uint32_t A,
+                      const uint64_t *nm1_in, unsigned width, const uint64_t *sym, uint64_t count, uint32_t S,
+                      int expect_ok)
+{
+    static uint8_t payload[1u << 22], bad[1u << 22];
+    tensor_rec t;
+    stream_spec s;
+    uint64_t nm1[RANS_BOUND_LIMBS];
+    size_t len;
+    int whole, part = 1, damaged_ok = 0;
+    uint64_t C;
+    memset(&t, 0, sizeof t);
+    t.name_bytes = (const uint8_t *)"t";
+    t.name_len = 1;
+    s.name = "test";
+    s.count = count;
+    s.width = width;
+    memset(nm1, 0, sizeof nm1);
+    if (nm1_in) memcpy(nm1, nm1_in, sizeof nm1);
+    else for (unsigned b = 0; b < width; b++) nm1[b / 64u] |= 1ull << (b % 64u);
+    len = test_encode(mode, P, freq, A, nm1, sym, count, S, payload, f);
+    C = (count + S - 1u) / S;
+    whole = test_decode(f, &t, &s, payload, len, nm1, sym, 0, C);
+    if (C >= 3) part = test_decode(f, &t, &s, payload, len, nm1, sym, 1, C - 1u);
+    if (expect_ok && len <= 4096) { /* damage: each byte ^ 0x01 and ^ 0x80 */
+        for (size_t i = 0; i < len; i++)
+            for (unsigned m = 1; m <= 0x80; m <<= 7) {
+                int r;
+                memcpy(bad, payload, len);
+                bad[i] ^= (uint8_t)m;
+                r = test_decode(f, &t, &s, bad, len, nm1, sym, 0, C);
+                if (r == 1) damaged_ok++; /* possible only where a word was never read */
+            }
+    }
+    if (expect_ok)
+        printf("rans %s %s %llu symbols %llu bytes\n", label, whole == 1 && part == 1 ? "ok" : "FAIL", (ull)count,
+               (ull)len);
+    else
+        printf("rans %s %s\n", label, whole == -1 ? "rejected" : "ACCEPTED");
+    (void)damaged_ok;
+}
+
+static void rans_selftest(pvqc_file *f)
+{
+    static uint64_t sym[20000 * RANS_BOUND_LIMBS];
+    static uint32_t freq[65536];
+    uint64_t nm1[RANS_BOUND_LIMBS];
+    const uint64_t n = 3001; /* 94 steps, the last one partial */
+#define SYM(i) sym[(uint64_t)(i) * RANS_BOUND_LIMBS]
+    /* table mode, 4-bit symbols from a skewed table, P = 12, chunks of 1000 (the last partial) */
+    memset(sym, 0, sizeof sym);
+    {
+        static const uint32_t fr[16] = {2000, 1000, 500, 300, 100, 50, 40, 30, 20, 20, 10, 10, 5, 5, 5, 1};
+        uint32_t cum[17] = {0};
+        for (unsigned a = 0; a < 16; a++) { freq[a] = fr[a]; cum[a + 1] = cum[a] + fr[a]; }
+        freq[0] += 4096 - cum[16];
+        for (unsigned a = 0; a < 16; a++) cum[a + 1] = cum[a] + freq[a];
+        for (uint64_t i = 0; i < n; i++) {
+            uint32_t r = (uint32_t)(rnd() % 4096u), a = 0;
+            while (cum[a + 1] <= r) a++;
+            SYM(i) = a;
+        }
+        rans_case(f, "table_w4_p12", 0, 12, freq, 16, NULL, 4, sym, n, 1000, 1);
+        rans_case(f, "table_w4_one_chunk", 0, 12, freq, 16, NULL, 4, sym, n, 65536, 1);
+        rans_case(f, "table_w4_s1", 0, 12, freq, 16, NULL, 4, sym, 70, 1, 1);
+    }
+    /* table mode, 16-bit alphabet with zero frequencies, P = 15 */
+    memset(sym, 0, sizeof sym);
+    memset(freq, 0, sizeof freq);
+    for (unsigned a = 0; a < 65536u; a += 3) freq[a] = 1;           /* 21846 slots */
+    freq[65535] = 32768u - 21845u;                                  /* 65535 is one of them */
+    for (uint64_t i = 0; i < n; i++) SYM(i) = (rnd() & 1) ? 65535u : (rnd() % 21846u) * 3u;
+    rans_case(f, "table_w16_p15", 0, 15, freq, 65536, NULL, 16, sym, n, 512, 1);
+    /* table mode, one symbol of frequency 2^P: no word at all; width 0 */
+    memset(sym, 0, sizeof sym);
+    freq[0] = 2;
+    rans_case(f, "table_w0_single", 0, 1, freq, 1, NULL, 0, sym, n, 1024, 1);
+    /* table mode on a 30-bit stream (alphabet 65,536 at most) */
+    freq[0] = 1; freq[1] = 3;
+    for (uint64_t i = 0; i < n; i++) SYM(i) = rnd() % 4u ? 1u : 0u;
+    rans_case(f, "table_w30_p2", 0, 2, freq, 2, NULL, 30, sym, n, 777, 1);
+    /* empty stream */
+    rans_case(f, "table_empty", 0, 2, freq, 2, NULL, 30, sym, 0, 777, 1);
+    rans_case(f, "uniform_empty", 1, 0, NULL, 0, NULL, 30, sym, 0, 7, 1);
+
+    /* uniform mode: bounds of every kind of b */
+    {
+        static const uint64_t bounds[] = {1, 2, 3, 128, 200, 255, 256, 257, 300, 511, 512, 1000003, 65536, 65537,
+                                          (1ull << 24) + 12345, 0xFFFFFFFFFFFFFFFFull};
+        for (unsigned k = 0; k < sizeof bounds / sizeof bounds[0]; k++) {
+            char label[64];
+            unsigned width = 64;
+            memset(nm1, 0, sizeof nm1);
+            nm1[0] = bounds[k] - 1u;
+            while (width > 1 && ((bounds[k] - 1u) >> (width - 1u)) == 0) width--;
+            if (bounds[k] == 0xFFFFFFFFFFFFFFFFull) width = 64;
+            memset(sym, 0, sizeof sym);
+            for (uint64_t i = 0; i < n; i++) SYM(i) = i < 3 ? (i == 0 ? 0 : bounds[k] - 1u) : rnd() % bounds[k];
+            snprintf(label, sizeof label, "uniform_N%llu", (ull)bounds[k]);
+            rans_case(f, label, 1, 0, NULL, 0, nm1, width, sym, n, 640, 1);
+        }
+        /* no bound: 2^width, width 1, 13, 64 */
+        for (uint64_t i = 0; i < n; i++) SYM(i) = rnd() & 1u;
+        rans_case(f, "uniform_w1", 1, 0, NULL, 0, NULL, 1, sym, n, 300, 1);
+        for (uint64_t i = 0; i < n; i++) SYM(i) = rnd() & 0x1FFFu;
+        rans_case(f, "uniform_w13", 1, 0, NULL, 0, NULL, 13, sym, n, 300, 1);
+        for (uint64_t i = 0; i < n; i++) SYM(i) = rnd();
+        rans_case(f, "uniform_w64", 1, 0, NULL, 0, NULL, 64, sym, n, 300, 1);
+    }
+    /* uniform mode, wide: N(64, 160) (a PVQ bound of more than 64 bits) and a 1000-bit bound */
+    {
+        const unsigned cases[2][2] = {{64, 160}, {256, 700}}; /* 237 and 995 bits */
+        for (unsigned c = 0; c < 2; c++) {
+            unsigned width = pvq_index_bits(cases[c][0], cases[c][1]), nl;
+            char label[64];
+            memset(nm1, 0, sizeof nm1);
+            nl = pvq_count_limbs(cases[c][0], cases[c][1], nm1);
+            for (unsigned l = 0; l < RANS_BOUND_LIMBS; l++) if (nm1[l]-- != 0) break;
+            memset(sym, 0, sizeof sym);
+            for (uint64_t i = 0; i < 1000; i++) {
+                uint64_t *v = &SYM(i);
+                if (i == 1) { memcpy(v, nm1, sizeof nm1); continue; }   /* N - 1 */
+                if (i == 0) continue;                                      /* 0 */
+                /* below N - 1: copy its top limb minus something, random below */
+                for (unsigned l = 0; l < nl; l++) v[l] = rnd();
+                v[nl - 1u] = nm1[nl - 1u] ? rnd() % nm1[nl - 1u] : 0u;
+            }
+            snprintf(label, sizeof label, "uniform_pvq_%u_%u_%ubits", cases[c][0], cases[c][1], width);
+            rans_case(f, label, 1, 0, NULL, 0, nm1, width, sym, 1000, 100, 1);
+            /* N itself (and N - 1 + 2^16) must be rejected */
+            memcpy(&SYM(1), nm1, sizeof nm1);
+            for (unsigned l = 0; l < RANS_BOUND_LIMBS; l++) if (++sym[RANS_BOUND_LIMBS + l] != 0) break;
+            snprintf(label, sizeof label, "uniform_pvq_%u_%u_symbol_N", cases[c][0], cases[c][1]);
+            rans_case(f, label, 1, 0, NULL, 0, nm1, width, sym, 1000, 100, 0);
+        }
+    }
+    /* uniform, narrow: a symbol >= N that the operations can express (N = 257: t = 128, low = 1) */
+    memset(nm1, 0, sizeof nm1);
+    nm1[0] = 256;
+    memset(sym, 0, sizeof sym);
+    SYM(40) = 257;
+    rans_case(f, "uniform_N257_symbol_257", 1, 0, NULL, 0, nm1, 9, sym, 100, 64, 0);
+#undef SYM
 }
 
 int main(void)
@@ -127,7 +432,7 @@ int main(void)
         int32_t y[3];
         if (pvq_table_get(f, 3, 2, &T) != PVQC_OK) return 1;
         for (uint64_t b = 0; b < 20; b++) {
-            if (pvq_decode_index1(T, b, y)) printf("enum %llu %d %d %d\n", (ull)b, y[0], y[1], y[2]);
+            if (pvq_decode_index1(T, T->k, b, y)) printf("enum %llu %d %d %d\n", (ull)b, y[0], y[1], y[2]);
             else printf("enum %llu rejected\n", (ull)b);
         }
     }
@@ -229,6 +534,7 @@ int main(void)
         }
         printf("\n");
     }
+    rans_selftest(f);
     pvqc_close(f);
     return 0;
 }

@@ -101,7 +101,7 @@ def encoded(request, tmp_path_factory):
 
 @needs_make
 def test_compiles_warning_free_with_werror(tmp_path):
-    for src in ("pvqc.c", "pvqdec.c", "selftest.c"):
+    for src in ("pvqc.c", "pvqdec.c", "selftest.c", "rans_bench.c"):
         for opt in ("-O0", "-O2"):
             r = subprocess.run(["cc", *WERROR, opt, "-c", os.path.join(CDIR, src), "-o", str(tmp_path / "x.o")],
                                capture_output=True, text=True)

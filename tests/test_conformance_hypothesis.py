@@ -246,6 +246,7 @@ def encode_setups(draw):
         gb = draw(st.sampled_from([None, 0, 1, 3, 8]))
         if gb is not None:
             args += ["--gain-bits", str(gb)]
+    args += ["--entropy", draw(st.sampled_from(["none", "auto", "rans"]))]  # raw and rANS payloads
     transform = draw(st.sampled_from(["rht", "identity"]))
     args += ["--transform", transform]
     if transform == "rht":

@@ -25,6 +25,35 @@ class Encoded:
     info: dict = field(default_factory=dict)  # informative: chosen settings, for the summary
 
 
+class BlockQuantizer(abc.ABC):
+    """Rounds a transformed matrix one block of `width` columns at a time, with the codec's
+    parameters (scales, tables, rate) fixed in advance: the hook of Hessian-aware rounding
+    (pvqcodec.quantize.ldlq), which feeds each block's error into the blocks before it.
+
+    A block's code is a list of arrays whose first axis runs over row units of
+    `unit_rows` rows (symbols chosen together: a row; a tile row for the trellis), so
+    that a caller can keep old codes for some units and new ones for others."""
+
+    width: int
+    unit_rows: int = 1
+
+    @abc.abstractmethod
+    def quantize(self, k: int, X: np.ndarray, weight=None) -> tuple:
+        """Round block k (columns k*width ..; X rows x (width or fewer for the last block),
+        float64, the values to approach) under an optional positive weight per column.
+        Returns (Q, code): Q the values the decoder will produce (up to a later scale
+        refit), code as above."""
+
+    def components(self, codes: list):
+        """(matrices C_j, current scales s_j) with Q = sum_j s_j C_j, for a least-squares
+        refit of the codec's global scales; None if the codec has none."""
+        return None
+
+    @abc.abstractmethod
+    def finish(self, codes: list, scales=None) -> Encoded:
+        """The Encoded tensor of all blocks' codes (scales: refit values for `components`)."""
+
+
 class Codec(abc.ABC):
     """Base class. Subclasses set id, name, params_struct and implement the abstract methods."""
 
@@ -32,6 +61,11 @@ class Codec(abc.ABC):
     name: str
     params_struct = None
     quantizes = True  # False for the raw codec: values stored exactly
+    since_minor = 0  # the spec's minor version that added the codec (section 6; spec 2.1)
+    # Symbols per rANS chunk when the encoder codes this codec's streams (spec 4.3.5): fixed-rate
+    # codecs keep chunks small for fast GPU load; storage codecs take larger ones (less state overhead).
+    rans_chunk_symbols = 65536
+    rates = None  # the bits per weight the encoder takes, if only some (None: any rate)
     needs_identity_transform = False
 
     @abc.abstractmethod
@@ -45,10 +79,21 @@ class Codec(abc.ABC):
     def streams(self, params: dict, rows: int, cols: int, dtype: str) -> list:
         """The StreamSpecs of a tensor with these parameters, in payload order."""
 
+    def stream_bounds(self, params: dict, rows: int, cols: int, dtype: str, position: int, earlier_streams: list):
+        """The Bounds (pvqcodec.coding.Bounds) of the stream at `position`, or None for an
+        unbounded stream (spec section 4, since 1.1). `earlier_streams` are the decoded
+        streams before it in payload order, for bounds that depend on them."""
+        return None
+
     def encode(self, wp: np.ndarray, options: dict, weighting=None) -> Encoded:
         """Quantize the transformed matrix wp (rows x cols, float64). Codecs that store
         values exactly (quantizes = False) have no such encoder."""
         raise TypeError(f"codec {self.name} stores values exactly and does not quantize")
+
+    def block_quantizer(self, wp: np.ndarray, options: dict, free: Encoded):
+        """A BlockQuantizer for wp with the parameters of `free` (this codec's data-free
+        encoding of wp), or None where the codec has no block rounding."""
+        return None
 
     @abc.abstractmethod
     def decode(self, params: dict, rows: int, cols: int, dtype: str, streams: list) -> np.ndarray:
@@ -100,7 +145,7 @@ def all_codecs() -> list:
 
 
 # The codec modules shipped with pvqcodec; importing one registers it.
-BUILTIN_MODULES = ["raw", "pvq", "lattice", "trellis"]
+BUILTIN_MODULES = ["raw", "pvq", "lattice", "trellis", "pvqvr", "ecsq"]
 _loaded = False
 
 

@@ -5,6 +5,7 @@ stream into a payload's bytes and back. Codecs never see bytes and codings
 never see matrices, so a new coding (rANS in spec 1.1) needs no codec change.
 """
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,13 +14,34 @@ from .. import bits
 from ..errors import CodingUnknown
 
 
+@dataclass(frozen=True, eq=False)
+class Bounds:
+    """Exclusive upper bounds of a bounded stream's symbols (spec section 4, since 1.1).
+
+    `values` are the distinct bounds as Python ints (PVQ's N(D, K) can exceed 2^64);
+    `index` is None (every symbol has bound values[0]) or a per-symbol uint8/uint16
+    array of indices into `values`."""
+
+    values: tuple
+    index: np.ndarray = None
+
+    def __post_init__(self):
+        values = tuple(operator.index(v) for v in self.values)  # numpy integers become ints
+        object.__setattr__(self, "values", tuple(int(v) for v in values))
+        if not values or any(v < 1 for v in values):
+            raise ValueError(f"bounds must be integers >= 1, got {self.values!r}")
+        if self.index is None and len(self.values) != 1:
+            raise ValueError("bounds without a per-symbol index must hold exactly one value")
+
+
 @dataclass(frozen=True)
 class StreamSpec:
-    """One stream of a tensor: `count` symbols of `width` bits each."""
+    """One stream of a tensor: `count` symbols of `width` bits each, optionally bounded."""
 
     name: str
     count: int
     width: int
+    bounds: Bounds = None
 
 
 class RawCoding:
@@ -27,6 +49,7 @@ class RawCoding:
 
     id = 0
     name = "raw"
+    since_minor = 0  # the spec's minor version that added it (section 4.1)
 
     @staticmethod
     def expected_length(spec: StreamSpec) -> int:
@@ -41,7 +64,13 @@ class RawCoding:
         return bits.unpack(buf, spec.count, spec.width)
 
 
-CODINGS = {RawCoding.id: RawCoding}
+def _registry():
+    from .rans import RansCoding  # after RawCoding and StreamSpec: rans imports them
+
+    return {RawCoding.id: RawCoding, RansCoding.id: RansCoding}
+
+
+CODINGS = _registry()
 CODINGS_BY_NAME = {c.name: c for c in CODINGS.values()}
 
 

@@ -24,6 +24,17 @@ class TensorToWrite:
         self.payloads = payloads  # list of (coding_id, np.uint8 array)
 
 
+def version_minor(tensors: list) -> int:
+    """Spec 2.1: the lowest minor version that defines every identifier the file uses.
+    Every transform is from 1.0; codecs and codings say when they were added."""
+    from ..codecs import codec_by_id
+    from ..coding import coding_by_id
+
+    codings = [coding_by_id(c).since_minor for t in tensors for c, _ in t.payloads]
+    codecs = [codec_by_id(t.codec_id).since_minor for t in tensors]
+    return max([0] + codings + codecs)
+
+
 def layout(metadata: dict, tensors: list):
     """Compute the header block and the payload offsets; returns (file_header, header_block, placements)."""
     # The header block's size does not depend on the offsets' values (fixed-width fields),
@@ -69,7 +80,7 @@ def layout(metadata: dict, tensors: list):
         dict(
             magic=fmt.MAGIC,
             version_major=fmt.VERSION_MAJOR,
-            version_minor=fmt.VERSION_MINOR,
+            version_minor=version_minor(tensors),
             flags=0,
             header_size=len(block),
             header_crc=checksum.crc32(block),

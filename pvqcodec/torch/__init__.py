@@ -16,6 +16,11 @@ On a CUDA device the payloads stay compressed in GPU memory and the kernels of
 - codecs without a GPU kernel: the dense weight is decoded once by the reference decoder
   and kept on the device.
 
+Entropy-coded payloads (the `rans` coding, spec 4.3) are decoded once, on the device, into
+the raw coding's fixed-rate layout when a module first meets a CUDA device
+(`to_fixed_rate`; `load_pvqc_into` does it at load time): the kernels read fixed-rate
+payloads only.
+
 On the CPU every call decodes the dense weight with the reference decoder (slow, exact).
 `dense_weight()` gives the decoded weight: bit-identical to `pvqcodec`'s decoder on both
 devices (the GPU path runs the bit-exact kernels).
@@ -26,6 +31,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..coding import coding_by_id
+from ..coding import RawCoding, coding_by_id
 from ..codecs import codec_by_id
 from ..container.reader import Container
 from ..transforms import transform_by_id
@@ -129,7 +135,34 @@ class QuantizedLinear(nn.Module):
         return [getattr(self, f"payload{i}") for i in range(self.n_payloads)]
 
     def _reference_streams(self):
-        return [coding_by_id(c).decode(p.cpu().numpy(), s) for c, p, s in zip(self.codings, self._payloads(), self.streams)]
+        from ..decoder import decode_payloads
+
+        payloads = [(c, p.cpu().numpy(), s) for c, p, s in zip(self.codings, self._payloads(), self.streams)]
+        return decode_payloads(codec_by_id(self.codec_id), self.codec_params, self.out_features, self.in_features,
+                               self.source_dtype, payloads)
+
+    def to_fixed_rate(self) -> None:
+        """Decode every entropy-coded payload (spec 4.3) into the raw coding (4.2), in place and
+        once: on a CUDA device by the GPU decoder (gpu_decoder.rans_to_raw), elsewhere by the
+        reference decoder. A stream's bounds come from the codec, as in the reference decoder."""
+        if all(c == 0 for c in self.codings):
+            return
+        codec = codec_by_id(self.codec_id)
+        rows, cols = self.out_features, self.in_features
+        earlier = _EarlierStreams(self)
+        for i, (c, spec) in enumerate(zip(self.codings, self.streams)):
+            if c == 0:
+                continue
+            bounds = codec.stream_bounds(self.codec_params, rows, cols, self.source_dtype, i, earlier)
+            spec = replace(spec, bounds=bounds) if bounds is not None else spec
+            p = getattr(self, f"payload{i}")
+            if p.device.type == "cuda":
+                raw = gpu_kernels().rans_to_raw(p, spec)
+            else:
+                sym = coding_by_id(c).decode(p.numpy(), spec)
+                raw = torch.from_numpy(np.ascontiguousarray(RawCoding.encode(sym, spec)))
+            setattr(self, f"payload{i}", raw)
+            self.codings[i] = 0
 
     def reference_transformed(self) -> np.ndarray:
         """W' (float32 numpy) by the reference decoder."""
@@ -164,6 +197,8 @@ class QuantizedLinear(nn.Module):
         module's), rounded to nearest even from the spec's float32 values."""
         dtype = dtype or self.dtype
         dev = self.payload0.device
+        if dev.type == "cuda":
+            self.to_fixed_rate()
         if dev.type == "cuda" and self._gpu_supported():
             wp = self.gpu_transformed(torch.float32)
             if not self._rht():
@@ -181,6 +216,8 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
+        if x.device.type == "cuda":
+            self.to_fixed_rate()
         if x.device.type != "cuda":
             y = F.linear(x2, self.dense_weight(x.dtype).to(x.device), None)
         elif not self._gpu_supported():
@@ -261,6 +298,19 @@ class QuantizedLinear(nn.Module):
         self._rows_checked = True
 
 
+class _EarlierStreams:
+    """The decoded streams of a QuantizedLinear by position, decoded on first use (for codecs
+    whose bounds depend on earlier streams); positions before the one being converted are raw."""
+
+    def __init__(self, q: QuantizedLinear):
+        self.q = q
+
+    def __getitem__(self, k: int):
+        if self.q.codings[k] != 0:
+            raise RuntimeError("stream bounds asked for a later stream")
+        return RawCoding.decode(getattr(self.q, f"payload{k}").cpu().numpy(), self.q.streams[k])
+
+
 def _decode_tensor(container: Container, name: str) -> np.ndarray:
     from ..decoder import decode_float32, decode_stored
 
@@ -301,6 +351,8 @@ def load_pvqc_into(model: nn.Module, path, dtype=None, strict: bool = False) -> 
                 done.add(bname)
             dev = mod.weight.device
             q = QuantizedLinear.from_container(container, wname, bias=bias, dtype=dtype or mod.weight.dtype).to(dev)
+            if dev.type == "cuda":
+                q.to_fixed_rate()  # entropy-coded payloads decoded once, here
             _set_submodule(model, mod_name, q)
             done.add(wname)
             report["quantized"].append(wname)

@@ -28,7 +28,7 @@ from construct import Bytes, Int8ul, Struct
 from ...coding import StreamSpec
 from ...errors import InputError, ParamsInvalid
 from ...params import parse_exact
-from .. import Codec, Encoded, register
+from .. import BlockQuantizer, Codec, Encoded, register
 from ..rows import decode_row_scales, group_view
 from . import e8p
 from .e8p import e8p_points
@@ -52,6 +52,7 @@ def groups_per_row(cols: int) -> int:
 class LatticeCodec(Codec):
     id = 3
     name = "lattice"
+    rates = (2, 3, 4)
     params_struct = Struct(
         "stages" / Int8ul,
         "flags" / Int8ul,
@@ -123,6 +124,9 @@ class LatticeCodec(Codec):
 
     def encode(self, wp, options, weighting=None):
         return encode_lattice(wp, options, weighting)
+
+    def block_quantizer(self, wp, options, free):
+        return LatticeBlockQuantizer(wp, free)
 
 
 # ---- decode arithmetic: the one place in Python ---------------------------------------------------
@@ -329,3 +333,64 @@ def _streams(r16, cw, lab) -> list:
     out += [pat, sgn]
     out += [np.ascontiguousarray(lab[:, j], np.uint8) for j in range(lab.shape[1])]
     return out
+
+
+class LatticeBlockQuantizer(BlockQuantizer):
+    """Blocks of one 8-value group per row, with the stage count, row scales and first
+    stage scale of a data-free encoding fixed; each block runs the nested search with
+    nested stage scales s_1, s_1/2, s_1/4, refit afterwards (`components`)."""
+
+    width = GROUP
+
+    def __init__(self, wp, free: Encoded):
+        p = free.params
+        self.k, self.use_rows = p["stages"], p["row_scales"]
+        s1 = float(np.asarray(p["scales"], np.float32)[0])
+        self.nested = np.array([s1 * 0.5**j for j in range(self.k)], np.float32)
+        self.r16 = np.asarray(free.streams[0], np.uint16).view(np.float16) if self.use_rows else None
+        rows, self.cols = wp.shape
+        self.r = self.r16.astype(np.float64) if self.use_rows else np.ones(rows)
+
+    def quantize(self, k, X, weight=None):
+        rows, w = X.shape
+        x = np.zeros((rows, GROUP))
+        live = self.r > 0
+        x[live, :w] = X[live] / self.r[live, None]
+        W = None
+        if weight is not None or w < GROUP:
+            W = np.zeros((rows, GROUP))
+            W[:, :w] = 1.0 if weight is None else np.asarray(weight, np.float64)[None, :]
+        s1 = float(self.nested[0])
+        if s1 > 0:
+            cw, lab, _ = lattice_search(x / s1, self.k, W)
+        else:
+            cw, lab, _ = lattice_search(np.zeros_like(x), self.k, W)
+        Q = self._values(cw, lab, self.nested, rows)[:, :w]
+        return np.asarray(Q, np.float64), [cw, lab]
+
+    def _values(self, cw, lab, scales, rows):
+        pat, sgn = e8p.split_codewords(cw)
+        labels = [lab[:, j] for j in range(self.k - 1)]
+        rs = self.r16.astype(np.float32) if self.use_rows else None
+        return decode_lattice_values(e8p_points(pat, sgn), labels, scales, rs, rows, GROUP)
+
+    def _stack(self, codes):
+        cw = np.stack([c[0] for c in codes], axis=1).reshape(-1)
+        lab = np.stack([c[1] for c in codes], axis=1).reshape(cw.size, self.k - 1)
+        return cw, lab
+
+    def components(self, codes):
+        cw, lab = self._stack(codes)
+        rows = self.r.size
+        pat, sgn = e8p.split_codewords(cw)
+        parts = [e8p_points(pat, sgn).astype(np.float64)]
+        parts += [STAGE_U[lab[:, j]].astype(np.float64) for j in range(self.k - 1)]
+        comps = [c.reshape(rows, -1)[:, : self.cols] * self.r[:, None] for c in parts]
+        return comps, self.nested
+
+    def finish(self, codes, scales=None):
+        cw, lab = self._stack(codes)
+        scales = self.nested if scales is None else np.asarray(scales, np.float32)
+        params = {"stages": self.k, "row_scales": self.use_rows, "scales": scales}
+        info = {"stages": self.k, "row_scales": self.use_rows}
+        return Encoded(params, _streams(self.r16 if self.use_rows else None, cw, lab), info)

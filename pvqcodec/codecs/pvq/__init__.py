@@ -16,10 +16,10 @@ import math
 import numpy as np
 from construct import Bytes, Int8ul, Int16ul, Struct
 
-from ...coding import StreamSpec
+from ...coding import Bounds, StreamSpec
 from ...errors import InputError, ParamsInvalid
 from ...params import parse_exact
-from .. import Codec, Encoded, register
+from .. import BlockQuantizer, Codec, Encoded, register
 from ..rows import decode_row_scales, group_view
 from . import enumeration, gain
 from .search import pvq_search
@@ -85,6 +85,12 @@ class PVQCodec(Codec):
             StreamSpec("shapes", groups, enumeration.index_bits(d, k)),
         ]
 
+    def stream_bounds(self, params, rows, cols, dtype, position, earlier_streams):
+        # codecs/pvq.md: every shape index is below N(D, K), a constant bound.
+        if position == 2:
+            return Bounds((enumeration.pvq_count(params["group_size"], params["pulses"]),), None)
+        return None
+
     def describe(self, params):
         d, k = params["group_size"], params["pulses"]
         return {
@@ -125,6 +131,9 @@ class PVQCodec(Codec):
     def encode(self, wp, options, weighting=None):
         return encode_pvq(wp, options, weighting)
 
+    def block_quantizer(self, wp, options, free):
+        return PVQBlockQuantizer(wp, free)
+
 
 # ---- decode arithmetic: the one place in Python --------------------------------------------
 
@@ -159,18 +168,22 @@ def choose_rate(bits: float, rows: int, cols: int, d: int, gain_bits: int):
     return min(k, MAX_PULSES)
 
 
+def optimal_gains(x, yf, w=None):
+    """The gain g minimizing sum w (x - g y/|y|)^2 for each group (normalized units)."""
+    if w is None:
+        return np.einsum("gi,gi->g", x, yf) / np.sqrt(np.einsum("gi,gi->g", yf, yf))
+    # Weighted optimum: |y| (x.Wy) / (y.Wy).
+    ny = np.sqrt(np.einsum("gi,gi->g", yf, yf))
+    den = np.einsum("gi,gi,gi->g", w, yf, yf)
+    return np.where(den > 0, ny * np.einsum("gi,gi,gi->g", w, x, yf) / np.where(den > 0, den, 1), 0.0)
+
+
 def _quantize_groups(x, w, k, gb, kind, n, sample_weight):
     """Search shapes, design gains; returns (y, levels, q, weighted squared error) in normalized units."""
     d = x.shape[1]
     y = pvq_search(x, k, w)
     yf = y.astype(np.float64)
-    if w is None:
-        gstar = np.einsum("gi,gi->g", x, yf) / np.sqrt(np.einsum("gi,gi->g", yf, yf))
-    else:
-        # Weighted optimum: argmin_g sum w (x - g y/|y|)^2 = |y| (x.Wy) / (y.Wy).
-        ny = np.sqrt(np.einsum("gi,gi->g", yf, yf))
-        den = np.einsum("gi,gi,gi->g", w, yf, yf)
-        gstar = np.where(den > 0, ny * np.einsum("gi,gi,gi->g", w, x, yf) / np.where(den > 0, den, 1), 0.0)
+    gstar = optimal_gains(x, yf, w)
     levels = gain.design_levels(kind, gb, d, n, gstar, sample_weight)
     q = gain.nearest_level(gstar, levels)
     recon = (levels[q] / np.sqrt(np.einsum("gi,gi->g", yf, yf)))[:, None] * yf
@@ -183,16 +196,15 @@ def _quantize_groups(x, w, k, gb, kind, n, sample_weight):
     return y, levels, q, float(err.sum())
 
 
-def encode_pvq(wp: np.ndarray, options: dict, weighting=None) -> Encoded:
-    wp = np.asarray(wp, np.float64)
-    rows, cols = wp.shape
-    bits = float(options["bits"])
-    d = min(int(options.get("group_size") or DEFAULT_GROUP_SIZE), cols)
-    kind = options.get("gain_quantizer") or "empirical"
-    if not 1 <= d <= MAX_GROUP_SIZE:
-        raise InputError(f"--group-size must be in 1..{MAX_GROUP_SIZE}, got {d}")
-    gpr = groups_per_row(cols, d)
+def normalize_groups(wp: np.ndarray, d: int, weighting=None):
+    """Row scales and normalized groups (also used by the pvqvr codec).
 
+    Returns (sigma, scales16, x, w, group_weight): the tensor RMS, the float16 row scales
+    s_r = rms(row r) / sigma, the groups of W' / (s_r sigma) (zero for rows of scale 0),
+    the weighting cut into groups (None without one; padding weight 1) and each group's
+    error weight s_r^2 (normalized squared error times s_r^2 sigma^2 is the real one)."""
+    rows, cols = wp.shape
+    gpr = groups_per_row(cols, d)
     sigma = float(np.sqrt(np.mean(wp * wp))) if wp.size else 0.0
     row_rms = np.sqrt(np.mean(wp * wp, axis=1))
     rel = row_rms / sigma if sigma > 0 else np.zeros(rows)
@@ -204,6 +216,18 @@ def encode_pvq(wp: np.ndarray, options: dict, weighting=None) -> Encoded:
     x[np.repeat(unit == 0, gpr)] = 0.0
     w = None if weighting is None else group_view(np.broadcast_to(np.asarray(weighting, np.float64), wp.shape), d, fill=1.0)
     group_weight = np.repeat(scales * scales, gpr)
+    return sigma, scales16, x, w, group_weight
+
+
+def encode_pvq(wp: np.ndarray, options: dict, weighting=None) -> Encoded:
+    wp = np.asarray(wp, np.float64)
+    rows, cols = wp.shape
+    bits = float(options["bits"])
+    d = min(int(options.get("group_size") or DEFAULT_GROUP_SIZE), cols)
+    kind = options.get("gain_quantizer") or "empirical"
+    if not 1 <= d <= MAX_GROUP_SIZE:
+        raise InputError(f"--group-size must be in 1..{MAX_GROUP_SIZE}, got {d}")
+    sigma, scales16, x, w, group_weight = normalize_groups(wp, d, weighting)
 
     # The rate split: try each gain width, keep the one with the least error on a sample.
     if options.get("gain_bits") is not None:
@@ -243,3 +267,45 @@ def encode_pvq(wp: np.ndarray, options: dict, weighting=None) -> Encoded:
         enumeration.encode_indices(y, k),
     ]
     return Encoded(params, streams, {"group_size": d, "pulses": k, "gain_bits": gb})
+
+
+class PVQBlockQuantizer(BlockQuantizer):
+    """Blocks of one group per row (width D), with the row scales, K, gain width and gain
+    table of a data-free encoding fixed; each block runs the same pulse search and takes
+    the stored gain nearest to the group's optimal one."""
+
+    def __init__(self, wp, free: Encoded):
+        p = free.params
+        self.d, self.k, self.gb = p["group_size"], p["pulses"], p["gain_bits"]
+        self.table = np.asarray(p["gain_table"], np.float32)
+        self.scales16 = np.asarray(free.streams[0], np.uint16).view(np.float16)
+        self.rows = wp.shape[0]
+        sigma = float(np.sqrt(np.mean(wp * wp))) if wp.size else 0.0
+        self.unit = self.scales16.astype(np.float32).astype(np.float64) * sigma
+        self.sigma = sigma
+        self.width = self.d
+
+    def quantize(self, k, X, weight=None):
+        rows, w = X.shape
+        d = self.d
+        x = np.zeros((rows, d))
+        live = self.unit > 0
+        x[live, :w] = X[live] / self.unit[live, None]
+        wt = None
+        if weight is not None:
+            wt = np.ones((rows, d))
+            wt[:, :w] = np.asarray(weight, np.float64)[None, :]
+        y = pvq_search(x, self.k, wt)
+        gstar = optimal_gains(x, y.astype(np.float64), wt)
+        q = gain.nearest_level(gstar * self.sigma, self.table.astype(np.float64))
+        gains = decode_pvq_gains(q, self.table, rows)
+        Q = decode_pvq_values(self.scales16.astype(np.float32), gains, y, rows, w, d)
+        return np.asarray(Q, np.float64), [q, y]
+
+    def finish(self, codes, scales=None):
+        q = np.stack([c[0] for c in codes], axis=1).reshape(-1)
+        y = np.stack([c[1] for c in codes], axis=1).reshape(-1, self.d)
+        params = {"group_size": self.d, "pulses": self.k, "gain_bits": self.gb, "gain_table": self.table}
+        streams = [self.scales16.view(np.uint16), q.astype(np.uint16 if self.gb > 8 else np.uint8),
+                   enumeration.encode_indices(y, self.k)]
+        return Encoded(params, streams, {"group_size": self.d, "pulses": self.k, "gain_bits": self.gb})

@@ -16,6 +16,7 @@ Three designs of the 2^b levels, measured in bench/rd_gaussian.py:
   decoder needs nothing else. This is the default: it measured best.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -67,6 +68,13 @@ def _lloyd(x: np.ndarray, w: np.ndarray, levels: np.ndarray, iters: int) -> np.n
 
 
 def beta_lloyd_levels(bits: int, d: int, n: int) -> np.ndarray:
+    return _beta_lloyd_levels(bits, d, n).copy()
+
+
+@functools.lru_cache(maxsize=256)
+def _beta_lloyd_levels(bits: int, d: int, n: int) -> np.ndarray:
+    # Cached: 300 Lloyd iterations on an 8192-point grid, asked for again and again by
+    # encoders that redesign a table several times (pvqvr's rate-distortion passes).
     t, w = _t_density(d, n)
     return _lloyd(t, w, beta_quantile_levels(bits, d, n), 300)
 

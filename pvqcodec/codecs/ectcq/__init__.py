@@ -1,0 +1,2 @@
+"""Entropy-constrained trellis-coded quantization (issue 10): research code for the encoder.
+Not a registered codec yet: see bench/RESULTS.md, "Entropy-constrained quantizers"."""
