@@ -43,7 +43,9 @@ def test_reference_cli_passes_subset(tmp_path, capsys):
     assert code == 0, printed
     report = json.loads(out.read_text())
     assert report["summary"] == {"total": 6, "passed": 6, "failed": 0, "skipped": 0, "valid": 3, "invalid": 3}
-    assert report["spec_version"] == ["1.0"]
+    from pvqcodec.container import format as fmt
+
+    assert report["spec_version"] == [f"{fmt.VERSION_MAJOR}.{fmt.VERSION_MINOR}"]
     r = by_name(report)
     assert r["payload_byte_flipped_last_tensor"]["detail"] == "rejected: checksum_mismatch"
     assert all(t["ok"] for t in r["raw_float16_special_values"]["tensors"].values())
