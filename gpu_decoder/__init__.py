@@ -445,8 +445,10 @@ def lattice_tile(prepared, rows: int, cols: int):
 
 # ---- the rans payload coding (spec 4.3, coding-rans.md) ---------------------------------------
 
-#: The GPU decoder takes streams up to this width (symbols as uint8 / uint16); wider streams (PVQ
-#: shape indices) and per-symbol bounds are decoded by the reference decoder (`rans_to_raw`).
+#: Table mode and single-bound uniform mode up to this width run the fast kernels (symbols as
+#: uint8 / uint16); uniform mode wider than this (PVQ shape indices) or with per-symbol bounds
+#: runs the descriptor kernel (packed output only). Table mode wider than this, a per-symbol
+#: index over more than 65,536 bounds and chunks of 2^30 words or more go to the reference decoder.
 RANS_GPU_MAX_WIDTH = 16
 #: Table mode with P <= 12 and A <= 256: True runs the variant that fetches the next step's table
 #: entry by shuffle (rans.cu, TABLE_SPEC). Off: measured 11-15 % slower on the H100 (bench/RESULTS.md).
@@ -458,9 +460,11 @@ RANS_ERRORS = ((1, "a lane's initial state is below 2^16"), (2, "a refill runs p
 
 class RansPlan:
     """What the GPU decoder needs of one rans payload, from its host-side header (spec 4.3.1,
-    checked by the reference parser): the decode table on the device (table mode) or the
-    bound (uniform mode). `gpu` is False, with `reason`, where the stream needs the reference
-    decoder (width above 16, per-symbol bounds, a chunk of 2^30 words or more)."""
+    checked by the reference parser): the decode table on the device (table mode), the bound
+    (uniform mode, one bound up to 2^16 at width <= 16) or the bound descriptors and per-symbol
+    index (`wide`: any other uniform stream). `gpu` is False, with `reason`, where the stream
+    needs the reference decoder (table mode above width 16, more than 65,536 distinct per-symbol
+    bounds, a chunk of 2^30 words or more)."""
 
     def __init__(self, header, spec, device):
         import torch
@@ -472,17 +476,24 @@ class RansPlan:
         self.table, self.tsym = _empty(torch.int32, device), _empty(torch.int16, device)
         self.bound = 0
         self.reason = ""
+        per_symbol = spec.bounds is not None and spec.bounds.index is not None
+        self.wide = h.mode == rans.MODE_UNIFORM and (spec.width > RANS_GPU_MAX_WIDTH or per_symbol)
         words = np.diff(np.concatenate([[0], h.chunk_end.astype(np.int64)])) if h.chunk_count else np.zeros(0)
-        if spec.width > RANS_GPU_MAX_WIDTH:
-            self.reason = f"width {spec.width} above {RANS_GPU_MAX_WIDTH}"
-        elif h.mode == rans.MODE_UNIFORM and spec.bounds is not None and spec.bounds.index is not None:
-            self.reason = "per-symbol bounds"
+        if h.mode == rans.MODE_TABLE and spec.width > RANS_GPU_MAX_WIDTH:
+            self.reason = f"table mode at width {spec.width} above {RANS_GPU_MAX_WIDTH}"
+        elif per_symbol and h.mode == rans.MODE_UNIFORM and len(spec.bounds.values) > 1 << 16:
+            self.reason = f"{len(spec.bounds.values)} distinct per-symbol bounds (above 65,536)"
         elif words.size and int(words.max()) >= 1 << 30:
             self.reason = "a chunk of 2^30 words or more"
         self.gpu = not self.reason
         if not self.gpu:
             return
-        if h.mode == rans.MODE_TABLE:
+        if self.wide:
+            desc, index = rans_uniform_descriptors(spec)
+            self.table = torch.from_numpy(desc.view(np.int32)).to(device)
+            if index is not None:
+                self.tsym = torch.from_numpy(index.view(np.int16)).to(device)
+        elif h.mode == rans.MODE_TABLE:
             e, sym = rans_table_entries(h.freq, h.precision)
             self.table = torch.from_numpy(e.view(np.int32)).to(device)
             if sym is not None:
@@ -510,6 +521,33 @@ def rans_table_entries(freq: np.ndarray, precision: int):
     if precision <= 12 and freq.size <= 256:
         return (sym | (f1 << 8) | (bias << 20)).astype(np.uint32), None
     return (f1 | (bias << 16)).astype(np.uint32), sym.astype(np.uint16)
+
+
+def rans_uniform_descriptors(spec):
+    """Uniform mode's bound descriptors (4.3.3) as the descriptor kernel reads them (rans.cu,
+    DESC): per distinct bound N, uint32 nops, k0 (raw(k0), or -1 for even(n_top)), s, q, r,
+    r (q + 1), floor(2^32 / q) + 1, floor(2^32 / (q + 1)) + 1, n_top - 1, then N - 1 as
+    ceil(width / 32) limbs; and the per-symbol index as uint16 (None for a single bound).
+    ValueError for bounds outside 1 .. 2^width or an index that does not fit them."""
+    from pvqcodec.coding import rans
+
+    plan = rans.uniform_plan(spec)  # checks the bounds and the index
+    nl = max(1, -(-spec.width // 32))
+    values = (1 << spec.width,) if spec.bounds is None else spec.bounds.values
+    rows = []
+    for N, nops, s, ntop, topk in zip(values, plan.nops, plan.low, plan.ntop, plan.topk):
+        nops, s, ntop, topk = int(nops), int(s), int(ntop), int(topk)
+        q = r = thr = mq = mq1 = 0
+        if nops and topk < 0:
+            q, r = divmod(65536, ntop)
+            thr, mq, mq1 = r * (q + 1), (1 << 32) // q + 1, (1 << 32) // (q + 1) + 1
+        limbs = [((N - 1) >> (32 * k)) & 0xFFFFFFFF for k in range(nl)]
+        rows.append([nops, topk & 0xFFFFFFFF, s, q, r, thr, mq, mq1, max(ntop - 1, 0)] + limbs)
+    desc = np.ascontiguousarray(np.array(rows, np.uint64).astype(np.uint32).reshape(-1))
+    index = None
+    if spec.bounds is not None and spec.bounds.index is not None:
+        index = np.ascontiguousarray(plan.index, np.uint16)
+    return desc, index
 
 
 def rans_header_host(payload) -> np.ndarray:
@@ -561,6 +599,8 @@ def rans_decode(payload, spec, plan: RansPlan = None, *, packed=True, symbols=Fa
         raise ValueError(f"stream {spec.name!r}: the GPU rans decoder does not take {plan.reason}")
     h, w, n = plan.header, spec.width, spec.count
     dev = payload.device
+    if plan.wide:
+        return _rans_decode_wide(mod, payload, spec, plan, packed, symbols, out_packed, check)
     nbytes = bits.packed_size(n, w)
     native = w in (8, 16)
     sym_dtype = torch.uint8 if w <= 8 else torch.int16
@@ -595,6 +635,30 @@ def rans_decode(payload, spec, plan: RansPlan = None, *, packed=True, symbols=Fa
         return out_p, out_s, err
     rans_check(err, spec)
     return out_p, out_s
+
+
+def _rans_decode_wide(mod, payload, spec, plan, packed, symbols, out_packed, check):
+    """rans_decode for the descriptor kernel (RansPlan.wide): packed output only, or-ed into a
+    zeroed buffer."""
+    import torch
+
+    from pvqcodec import bits
+
+    if symbols:
+        raise ValueError(f"stream {spec.name!r}: no symbol array for width {spec.width} or per-symbol bounds")
+    h, dev = plan.header, payload.device
+    pk = out_packed if out_packed is not None else torch.empty(-(-4 * plan.packed_words() // 16) * 16,
+                                                               dtype=torch.uint8, device=dev)
+    pk.zero_()
+    err = torch.zeros(1, dtype=torch.int32, device=dev)
+    T = h.data_offset - 8 * h.chunk_count
+    mod.rans_decode(payload, T, h.data_offset, spec.count, h.chunk_symbols, h.chunk_count, h.mode, h.precision,
+                    plan.table, plan.tsym, 0, spec.width, pk, _empty(torch.uint8, dev), False, False, err)
+    out_p = pk[: bits.packed_size(spec.count, spec.width)] if packed else None
+    if not check:
+        return out_p, None, err
+    rans_check(err, spec)
+    return out_p, None
 
 
 def rans_check(err, spec) -> None:

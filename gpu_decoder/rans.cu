@@ -4,7 +4,8 @@
 // One warp per chunk (4.3.1: chunks decode independently), lane l = coder lane l. The host parses
 // and checks the header (4.3.1, pvqcodec/coding/rans.py parse_rans_header) and builds the decode
 // table; this file runs the coder (4.3.2), the symbols of table and uniform mode (4.3.3) in the
-// operation order of 4.3.4, and the final-state and exhaustion checks. A refilling lane finds its
+// operation order of 4.3.4, and the final-state and exhaustion checks. Uniform mode wider than 16
+// bits or with per-symbol bounds runs rans_uniform_wide_kernel (bound descriptors, packed output). A refilling lane finds its
 // word by a ballot and a population count of the lanes below it, so one sub-step's refills read
 // consecutive words in lane order, as 4.3.4 requires.
 //
@@ -393,6 +394,121 @@ __global__ void rans_pack_kernel(const T* __restrict__ sym, long long count, int
     out[k] = acc;
 }
 
+// Uniform mode with any bounds (4.3.3): bounds wider than 2^16 and per-symbol bounds. Each distinct
+// bound has a descriptor of DESC + nl words (host: gpu_decoder.rans_uniform_descriptors): operations,
+// raw(k0) (k0 >= 0) or even(n_top) with its q, r, thr, mq, mq1 (as in Uniform), s low bits, n_top - 1,
+// then N - 1 as nl 32-bit limbs, least significant first. A symbol's operation u is its top (u = 0,
+// bits s .. b - 1 of the symbol) or its low piece i = nops - 1 - u (bits 16 i .. 16 i + k_i - 1); a
+// sub-step runs operation u of every lane whose symbol has more than u operations (4.3.4). Each
+// value is or-ed into the packed layout (zeroed beforehand) at bit i * width + its offset, so
+// pieces may straddle 32-bit words and chunks may share them. symbol >= N (4.3.3) is found
+// MSB-first: the top against n_top - 1, then while equal so far each piece against N - 1's bits
+// (a 16-aligned piece lies within one limb).
+constexpr int DESC = 9;
+
+__device__ __forceinline__ void or_bits(uint32_t* packed, long long bit, unsigned v, int k) {
+    if (!v) return;
+    const int sh = (int)(bit & 31);
+    atomicOr(packed + (bit >> 5), v << sh);
+    if (sh + k > 32) atomicOr(packed + (bit >> 5) + 1, v >> (32 - sh));
+}
+
+__device__ __forceinline__ int decode_chunk_wide(const Chunks& ck, long long j, const uint32_t* desc,
+                                                 const uint16_t* index, int nl, uint32_t* packed, int width,
+                                                 WordRing& w, int lane) {
+    const unsigned long long* chunk_end = reinterpret_cast<const unsigned long long*>(ck.payload + ck.table_off);
+    const long long start = j ? (long long)chunk_end[j - 1] : 0;
+    const long long stop = (long long)chunk_end[j];
+    const long long first = j * ck.S;
+    const int n = (int)(ck.count - first < ck.S ? ck.count - first : ck.S);
+
+    const uint16_t* w16 = reinterpret_cast<const uint16_t*>(ck.payload);
+    const long long hw = ck.data_hw + start;
+    unsigned x = (unsigned)w16[hw + 2 * lane] | ((unsigned)w16[hw + 2 * lane + 1] << 16);
+    if (__any_sync(FULL, x < L)) return ERR_STATE;
+
+    w.payload = ck.payload;
+    w.length = ck.length;
+    w.g0 = (hw + 64) & ~7LL;
+    w.pos = (unsigned)(hw + 64 - w.g0);
+    w.end = (unsigned)(ck.data_hw + stop - w.g0);
+    w.start(lane);
+    unsigned nw = w.word(lane);
+
+    const unsigned lt = (1u << lane) - 1u;
+    const int steps = (n + 31) >> 5;
+    const int stride = DESC + nl;
+    bool bad = false;
+    for (int t = 0; t < steps; ++t) {
+        const bool live = 32 * t + lane < n;
+        const long long i = first + 32LL * t + lane;
+        const uint32_t* d = desc + (index && live ? (long long)__ldg(index + i) * stride : 0);
+        const int nops = live ? (int)__ldg(d) : 0;
+        const int k0 = (int)__ldg(d + 1);
+        const int s = (int)__ldg(d + 2);
+        Uniform u{};
+        u.q = __ldg(d + 3);
+        u.r = __ldg(d + 4);
+        u.thr = __ldg(d + 5);
+        u.mq = __ldg(d + 6);
+        u.mq1 = __ldg(d + 7);
+        const unsigned top_max = __ldg(d + 8);
+        const int maxu = __reduce_max_sync(FULL, (unsigned)nops);
+        const long long bit0 = i * width;
+        bool eq = true;  // the symbol's bits so far equal N - 1's
+        for (int uu = 0; uu < maxu; ++uu) {
+            w.ensure<64>(lane);
+            const bool act = uu < nops;
+            unsigned xn = x, v;
+            if (uu == 0) {
+                if (k0 >= 0) { v = xn & ((1u << k0) - 1u); xn >>= k0; }
+                else v = op_even(xn, u);
+                if (act) {
+                    eq = v == top_max;
+                    or_bits(packed, bit0 + s, v, 8);
+                }
+            } else {
+                const int pi = nops - 1 - uu;
+                const int k = act ? min(16, s - 16 * pi) : 16;
+                v = xn & ((1u << k) - 1u);
+                xn >>= k;
+                if (act) {
+                    if (eq) {
+                        const unsigned nb = (__ldg(d + DESC + (pi >> 1)) >> (16 * (pi & 1))) & ((1u << k) - 1u);
+                        bad |= v > nb;
+                        eq = v == nb;
+                    }
+                    or_bits(packed, bit0 + 16 * pi, v, k);
+                }
+            }
+            x = act ? xn : x;
+            refill<true>(x, act, nw, w, lt, lane);
+        }
+    }
+    int e = __any_sync(FULL, x != L) ? ERR_FINAL : 0;
+    if (w.pos > w.end) e |= ERR_EXHAUSTED;
+    if (w.pos < w.end) e |= ERR_LEFT;
+    if (__any_sync(FULL, bad)) e |= ERR_BOUND;
+    return e;
+}
+
+__global__ void __launch_bounds__(WARPS * 32)
+rans_uniform_wide_kernel(Chunks ck, const uint32_t* __restrict__ desc, const uint16_t* __restrict__ index, int nl,
+                         uint32_t* __restrict__ packed, int width, int* __restrict__ err) {
+    __shared__ __align__(16) uint16_t ring[WARPS * RING];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long long j = (long long)blockIdx.x * WARPS + warp;
+    if (j >= ck.C) return;
+    WordRing w;
+    w.ring = ring + warp * RING;
+    w.ering = nullptr;
+    w.stab = nullptr;
+    w.mask = 0;
+    const int e = decode_chunk_wide(ck, j, desc, index, nl, packed, width, w, lane);
+    cp_async_wait<0>();
+    if (e && lane == 0) atomicOr(err, e);
+}
+
 Uniform uniform_ops(long long N) {
     // 4.3.3: b = bits of N - 1; b <= 8: one even(N) (raw(b) if N = 2^b); b > 8: s = b - 8,
     // even(n_top) (raw(8) if n_top = 256) then raw(s) (s <= 8 here: one piece).
@@ -451,11 +567,33 @@ void rans_decode(const at::Tensor& payload, int64_t table_off, int64_t data_off,
                 "rans_decode: payload must be a contiguous uint8 CUDA tensor");
     TORCH_CHECK(aligned16(payload), "rans_decode: payload not 16-byte aligned");
     TORCH_CHECK(table_off % 8 == 0 && data_off % 2 == 0 && data_off == table_off + 8 * C, "rans_decode: offsets");
-    TORCH_CHECK(width >= 0 && width <= 16, "rans_decode: width ", width, " above 16");
+    // Uniform mode with bound descriptors in `tab` (and a per-symbol index in `tsym`): any width.
+    const bool wide = mode == 1 && tab.numel() > 0;
+    TORCH_CHECK(width >= 0 && (wide || width <= 16), "rans_decode: width ", width, " above 16");
     TORCH_CHECK(S >= 1 && S <= (1LL << 24), "rans_decode: chunk_symbols ", S, " outside 1..2^24");
     TORCH_CHECK(err.is_cuda() && err.scalar_type() == at::kInt && err.numel() >= 1, "rans_decode: err");
     if (C == 0) return;
     Chunks ck{payload.data_ptr<uint8_t>(), payload.numel(), table_off, data_off / 2, count, S, C};
+    if (wide) {
+        const int nl = (int)((width + 31) / 32 > 0 ? (width + 31) / 32 : 1);
+        TORCH_CHECK(tab.is_cuda() && tab.scalar_type() == at::kInt && tab.is_contiguous() &&
+                        tab.numel() % (DESC + nl) == 0, "rans_decode: bound descriptors");
+        TORCH_CHECK(!symbols.numel(), "rans_decode: no symbol array for descriptor bounds");
+        TORCH_CHECK(packed.is_cuda() && packed.is_contiguous() && packed.numel() % 4 == 0 && aligned16(packed) &&
+                        packed.numel() >= 4 * ((count * width + 31) / 32), "rans_decode: packed output (zeroed)");
+        const uint16_t* ix = nullptr;
+        if (tsym.numel()) {
+            TORCH_CHECK(tsym.is_cuda() && tsym.scalar_type() == at::kShort && tsym.is_contiguous() &&
+                            tsym.numel() >= count, "rans_decode: bound index");
+            ix = reinterpret_cast<const uint16_t*>(tsym.data_ptr<int16_t>());
+        }
+        const dim3 grid((unsigned)((C + WARPS - 1) / WARPS));
+        rans_uniform_wide_kernel<<<grid, WARPS * 32, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            ck, reinterpret_cast<const uint32_t*>(tab.data_ptr<int32_t>()), ix, nl,
+            reinterpret_cast<uint32_t*>(packed.data_ptr()), (int)width, err.data_ptr<int>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+    }
     Output o{};
     o.width = (int)width;
     o.aligned = aligned;

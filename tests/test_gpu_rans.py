@@ -127,21 +127,160 @@ def test_uniform_mode_matches_reference(width, bound, n, S):
     assert np.array_equal(_check(buf, spec), sym)
 
 
+def _limb_rows(values, width):
+    """Python ints as (count, n_limbs(width)) uint64 rows (the reference's wide symbols)."""
+    nl = bits.n_limbs(width)
+    m = (1 << 64) - 1
+    return np.array([[(v >> (64 * k)) & m for k in range(nl)] for v in values], np.uint64).reshape(len(values), nl)
+
+
+def _random_below(rng, bounds):
+    return [int.from_bytes(rng.bytes(1 + N.bit_length() // 8 + 8), "little") % N for N in bounds]
+
+
+def _check_wide(buf, spec):
+    """The descriptor kernel's packed layout equals RawCoding.encode of the reference's symbols."""
+    ref = RansCoding.decode(buf, spec)
+    plan = g.rans_plan(buf, spec, torch.device("cuda"))
+    assert plan.gpu and plan.wide, plan.reason
+    out_p = torch.full((-(-4 * plan.packed_words() // 16) * 16,), POISON, dtype=torch.uint8, device="cuda")
+    packed, _ = g.rans_decode(_dev(buf), spec, plan, out_packed=out_p)
+    assert packed.numel() == bits.packed_size(spec.count, spec.width)
+    assert np.array_equal(packed.cpu().numpy(), RawCoding.encode(ref, spec)), spec
+    raw = g.rans_to_raw(_dev(buf), spec)
+    assert raw.is_cuda and np.array_equal(raw.cpu().numpy(), RawCoding.encode(ref, spec))
+    return ref
+
+
+def _pvq_count(d, k):
+    from pvqcodec.codecs.pvq.enumeration import pvq_count
+
+    return pvq_count(d, k)
+
+
 @cuda
-def test_uniform_wide_and_indexed_bounds_fall_back_to_the_reference():
+@pytest.mark.parametrize("bound,width,n,S", [
+    ("pvq32_16", None, 10_007, 4096),    # ~53 bits: even(n_top) then 3 pieces; chunks share words
+    ("pvq64_160", None, 3_001, 1024),    # ~237 bits: 15 pieces, 8 limbs
+    (1 << 40, 40, 5_000, 999),           # exactly 2^k: raw(8) then raw(16) raw(16)
+    (1 << 40, 45, 2_000, 640),           # 2^k below 2^width
+    (1, 30, 700, 64),                    # N = 1: no operation, zeros
+    (None, 17, 4_001, 1000),             # no bounds: 2^width
+    (None, 64, 1_000, 96),
+    (None, 1024, 300, 64),               # the widest PVQ shape index
+    ((1 << 20) + 3, 21, 33, 33),         # one partial step
+])
+def test_uniform_wide_bounds_match_reference(bound, width, n, S):
+    rng = np.random.default_rng(n)
+    if isinstance(bound, str):
+        d, k = map(int, bound[3:].split("_"))
+        bound = _pvq_count(d, k)
+    if width is None:
+        width = (bound - 1).bit_length()
+    N = bound or 1 << width
+    spec = StreamSpec("shapes", n, width, Bounds((N,)) if bound else None)
+    vals = _random_below(rng, [N] * n)
+    vals[: min(n, 40)] = [N - 1] * min(n, 40)  # the largest symbol: every piece equal to N - 1's
+    sym = _limb_rows(vals, width)
+    buf = RansCoding.encode(sym, spec, mode="uniform", chunk_symbols=S)
+    assert np.array_equal(_check_wide(buf, spec).reshape(n, -1)[:, 0], sym[:, 0])
+
+
+@cuda
+@pytest.mark.parametrize("width,values,n,S", [
+    (8, (200, 7), 5_000, 100),                        # narrow per-symbol bounds (unaligned chunks)
+    (16, (65536, 1000, 1, 3), 20_000, 8192),
+    (60, (_pvq_count(16, 12), 1 << 59, 1, 2, 300, (1 << 60) - 1), 30_001, 4096),
+    (237, (_pvq_count(64, 160), _pvq_count(64, 3), 1 << 200, 5), 2_000, 512),
+])
+def test_uniform_per_symbol_bounds_match_reference(width, values, n, S):
+    rng = np.random.default_rng(width)
+    idx = rng.integers(0, len(values), n).astype(np.uint8 if len(values) < 256 else np.uint16)
+    spec = StreamSpec("shapes", n, width, Bounds(values, idx))
+    vals = _random_below(rng, [values[i] for i in idx])
+    buf = RansCoding.encode(_limb_rows(vals, width), spec, mode="uniform", chunk_symbols=S)
+    _check_wide(buf, spec)
+
+
+@cuda
+def test_table_mode_above_width_16_falls_back_to_the_reference():
     rng = np.random.default_rng(3)
-    spec = StreamSpec("shapes", 500, 40, Bounds((10 ** 11,)))
-    sym = rng.integers(0, 10 ** 11, 500).astype(np.uint64)
-    buf = RansCoding.encode(sym, spec, mode="uniform", chunk_symbols=128)
+    spec = StreamSpec("s", 500, 20)
+    sym = rng.integers(0, 50, 500)
+    buf = RansCoding.encode(sym, spec, mode="table", precision=12, chunk_symbols=128)
     assert not g.rans_plan(buf, spec, torch.device("cuda")).gpu
     raw = g.rans_to_raw(_dev(buf), spec)
     assert raw.is_cuda and np.array_equal(raw.cpu().numpy(), RawCoding.encode(sym, spec))
-    idx = rng.integers(0, 2, 500).astype(np.uint8)
-    spec2 = StreamSpec("s", 500, 8, Bounds((200, 7), idx))
-    sym2 = np.where(idx == 0, rng.integers(0, 200, 500), rng.integers(0, 7, 500))
-    buf2 = RansCoding.encode(sym2, spec2, mode="uniform", chunk_symbols=100)
-    assert not g.rans_plan(buf2, spec2, torch.device("cuda")).gpu
-    assert np.array_equal(g.rans_to_raw(_dev(buf2), spec2).cpu().numpy(), RawCoding.encode(sym2, spec2))
+
+
+def _same_verdict_wide(buf, spec):
+    """The descriptor kernel accepts exactly what the reference accepts, with the same layout."""
+    try:
+        ref = RawCoding.encode(RansCoding.decode(buf, spec), spec)
+    except PayloadCorrupt:
+        ref = None
+    try:
+        got = g.rans_decode(_dev(buf), spec)[0].cpu().numpy()
+    except PayloadCorrupt:
+        got = None
+    assert (ref is None) == (got is None), "GPU and reference disagree on rejecting the payload"
+    if ref is not None:
+        assert np.array_equal(got, ref)
+    return ref is None
+
+
+@cuda
+@pytest.mark.parametrize("indexed", [False, True])
+def test_wide_corrupt_payloads_rejected_like_the_reference(indexed):
+    rng = np.random.default_rng(11)
+    n, width = 6_000, 53
+    N = _pvq_count(32, 16)
+    values = (N, 1 << 40, 77) if indexed else (N,)
+    idx = rng.integers(0, 3, n).astype(np.uint8) if indexed else None
+    spec = StreamSpec("shapes", n, width, Bounds(values, idx))
+    vals = _random_below(rng, [values[i] for i in idx] if indexed else [N] * n)
+    buf = RansCoding.encode(_limb_rows(vals, width), spec, mode="uniform", chunk_symbols=2048)
+    assert not _same_verdict_wide(buf, spec)
+    h, lo, hi = _words(buf, spec, 1)
+    bad = buf.copy()
+    bad[lo + 4 * 3 + 2: lo + 4 * 3 + 4] = 0
+    assert _same_verdict_wide(bad, spec)
+    T = h.data_offset - 8 * h.chunk_count
+    bad = buf.copy()
+    bad[T:T + 8 * h.chunk_count].view("<u8")[1] -= 40
+    assert _same_verdict_wide(bad, spec)
+    bad = buf.copy()
+    bad[T:T + 8 * h.chunk_count].view("<u8")[1] += 3
+    assert _same_verdict_wide(bad, spec)
+    for trial in range(30):
+        bad = buf.copy()
+        for _ in range(1 + trial % 3):
+            pos = int(rng.integers(h.data_offset, bad.size))
+            bad[pos] ^= np.uint8(1 << int(rng.integers(0, 8)))
+        _same_verdict_wide(bad, spec)  # uniform mode over a near-full range rejects few of these
+
+
+@cuda
+@pytest.mark.parametrize("bound,delta", [((1 << 52) + 12345, 7), (_pvq_count(64, 160), 3), ((5 << 30) + 100, 1)])
+def test_wide_symbol_above_its_bound_rejected(bound, delta):
+    # Bound N and N + delta have the same operations, so a symbol in [N, N + delta) coded under
+    # N + delta decodes under N to a symbol at or above its bound, found only in the low pieces.
+    N2 = bound + delta
+    width = (N2 - 1).bit_length()
+    from pvqcodec.coding.rans import symbol_operations
+
+    assert symbol_operations(N2) == symbol_operations(bound)
+    for v, rejected in ((bound, True), (N2 - 1, True), (bound - 1, False)):
+        rng = np.random.default_rng(v % 1000)
+        vals = _random_below(rng, [bound] * 3_000)
+        vals[1234] = v
+        buf = RansCoding.encode(_limb_rows(vals, width), StreamSpec("s", 3_000, width, Bounds((N2,))),
+                                mode="uniform", chunk_symbols=1024)
+        assert _same_verdict_wide(buf, StreamSpec("s", 3_000, width, Bounds((bound,)))) == rejected
+        idx = np.zeros(3_000, np.uint8)
+        idx[1234] = 1
+        spec = StreamSpec("s", 3_000, width, Bounds((N2, bound), idx))
+        assert _same_verdict_wide(buf, spec) == rejected
 
 
 def _same_verdict(buf, spec, speculative=None):
@@ -220,7 +359,7 @@ def test_uniform_symbol_above_its_bound_rejected():
 
 
 @cuda
-def test_quantized_linear_decodes_rans_payloads_once_at_load(tmp_path):
+def test_quantized_linear_decodes_rans_payloads_once_at_load(tmp_path, monkeypatch):
     from pvqcodec.cli import main
     from pvqcodec.api import PvqcFile
     from pvqcodec.safetensors_io import write_safetensors
@@ -230,7 +369,7 @@ def test_quantized_linear_decodes_rans_payloads_once_at_load(tmp_path):
     w = {"a.weight": rng.standard_normal((256, 512)).astype(np.float32),
          "b.weight": rng.standard_normal((128, 256)).astype(np.float32)}
     write_safetensors(tmp_path / "in.safetensors", [(k, "F32", v.shape, (lambda v=v: v)) for k, v in w.items()])
-    for codec in ("trellis", "lattice", "pvq"):
+    for codec in ("trellis", "lattice", "pvq", "pvqvr"):  # pvq / pvqvr: wide and per-symbol bounds
         out = tmp_path / f"{codec}.pvqc"
         assert main(["encode", str(tmp_path / "in.safetensors"), str(out), "--codec", codec, "--bits", "2",
                      "--entropy", "rans", "-q"]) == 0
@@ -238,7 +377,12 @@ def test_quantized_linear_decodes_rans_payloads_once_at_load(tmp_path):
         model.add_module("a", torch.nn.Linear(512, 256, bias=False))
         model.add_module("b", torch.nn.Linear(256, 128, bias=False))
         model = model.cuda()
-        load_pvqc_into(model, out)
+        with monkeypatch.context() as m:  # every stream on the GPU: the reference decoder is not called
+            def no_reference(*a, **k):
+                raise AssertionError("rans stream decoded by the reference decoder at load time")
+
+            m.setattr(RansCoding, "decode", staticmethod(no_reference))
+            load_pvqc_into(model, out)
         with PvqcFile(out) as f:
             for name in ("a", "b"):
                 q = getattr(model, name)

@@ -143,8 +143,11 @@ class QuantizedLinear(nn.Module):
 
     def to_fixed_rate(self) -> None:
         """Decode every entropy-coded payload (spec 4.3) into the raw coding (4.2), in place and
-        once: on a CUDA device by the GPU decoder (gpu_decoder.rans_to_raw), elsewhere by the
-        reference decoder. A stream's bounds come from the codec, as in the reference decoder."""
+        once: on a CUDA device by the GPU decoder (gpu_decoder.rans_to_raw: every table-mode
+        stream up to width 16 and every uniform-mode stream, PVQ shape indices and per-symbol
+        bounds included; the reference decoder only for table mode above width 16, more than
+        65,536 distinct bounds or chunks of 2^30 words), elsewhere by the reference decoder. A
+        stream's bounds come from the codec, as in the reference decoder."""
         if all(c == 0 for c in self.codings):
             return
         codec = codec_by_id(self.codec_id)
