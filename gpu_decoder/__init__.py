@@ -9,8 +9,9 @@ version torch was built with, and ninja.
 
 All kernels are compiled with `-fmad=false`; the bit-exact ones (the inverse RHT of spec
 5.3.6, the PVQ decoded value of 6.2.5, the trellis decoded value, the lattice decoded value
-of 6.4.6) use the correctly rounded intrinsics too. The fused products use explicit FMAs (or
-float16 tensor-core products, lattice) and are not bit-exact.
+of 6.4.6, the ecsq decoded value of 6.6.4) use the correctly rounded intrinsics too. The
+fused products use explicit FMAs (or float16 tensor-core products, lattice) and are not
+bit-exact.
 
 The rans payload coding (spec 4.3, `rans.cu`) is decoded with integer arithmetic into the
 raw coding's packed layout, identical to the reference decoder; `pvqcodec.torch` runs it once
@@ -31,7 +32,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ["bindings.cpp", "rht.cu", "pvq.cu", "trellis_decode.cu", "trellis_gemv.cu", "lattice_decode.cu",
-           "lattice_gemv.cu", "rans.cu", "trellis_viterbi.cu"]
+           "lattice_gemv.cu", "rans.cu", "trellis_viterbi.cu", "ecsq.cu"]
 HEADERS = ["common.cuh", "trellis.cuh", "lattice.cuh"]
 CUDA_FLAGS = ["-O3", "-fmad=false", "--expt-relaxed-constexpr", "-lineinfo"]
 _lock = threading.Lock()
@@ -441,6 +442,64 @@ def lattice_tile(prepared, rows: int, cols: int):
     t = buf.view(k + 1, r16, 2, 8, nch, 4, 16).permute(1, 4, 0, 2, 3, 5, 6).contiguous().view(-1)
     assert t.numel() == lattice_tile_bytes(rows, cols, k)
     return t
+
+
+# ---- ECSQ (codec id 5, spec 6.6) -----------------------------------------------------------------
+
+_ECSQ_OFFSETS = {}
+
+
+def _ecsq_offsets(offsets, device):
+    """The offsets table (float32) on the device, kept per distinct table and device."""
+    import torch
+
+    a = np.ascontiguousarray(np.asarray(offsets, np.float32))
+    key = (a.tobytes(), str(device))
+    t = _ECSQ_OFFSETS.get(key)
+    if t is None:
+        if len(_ECSQ_OFFSETS) > 256:
+            _ECSQ_OFFSETS.clear()
+        t = torch.from_numpy(a.copy()).to(device)
+        _ECSQ_OFFSETS[key] = t
+    return t
+
+
+def ecsq_symbols(p, count: int):
+    """The `indices` stream as int16 (uint16 bits) from its raw payload (uint8: width 16 is the
+    little-endian uint16 array of spec 4.2) or from rans_decode's symbols (int16, as is)."""
+    import torch
+
+    if p.dtype == torch.int16:
+        return p[:count]
+    p = p[: 2 * count]
+    if p.storage_offset() % 2 or p.data_ptr() % 2:
+        p = p.clone()
+    return p.view(torch.int16)
+
+
+def ecsq_decode(payloads, params: dict, rows: int, cols: int, out_dtype=None, out=None, check: bool = True):
+    """W' (rows x cols) from the `indices` stream (its raw payload, uint8, or the rans decoder's
+    int16 symbols), bit-exact in float32 (6.6.4) and rounded to nearest even to float16 /
+    bfloat16. Raises PayloadCorrupt for a value that is not finite (7.3); check=False returns
+    (out, err) instead, without a device sync."""
+    import torch
+
+    from pvqcodec.errors import PayloadCorrupt
+
+    n = rows * cols
+    sym = ecsq_symbols(payloads[0], n)
+    if sym.numel() != n:
+        raise ValueError(f"ecsq: {sym.numel()} symbols for a {rows} x {cols} tensor")
+    dev = sym.device
+    if out is None:
+        out = torch.empty((rows, cols), dtype=out_dtype or torch.float32, device=dev)
+    err = torch.zeros(1, dtype=torch.int32, device=dev)
+    load().ecsq_decode(sym, _ecsq_offsets(params["offsets"], dev), float(np.float32(params["step"])), out, err)
+    if not check:
+        return out, err
+    if int(err.item()):
+        raise PayloadCorrupt("ecsq decoded value is not finite")
+    return out
 
 
 # ---- the rans payload coding (spec 4.3, coding-rans.md) ---------------------------------------

@@ -27,6 +27,7 @@ void rans_decode(const at::Tensor& payload, int64_t table_off, int64_t data_off,
                  int64_t width, at::Tensor& packed, at::Tensor& symbols, bool aligned, bool speculative,
                  at::Tensor& err);
 void rans_pack(const at::Tensor& symbols, int64_t count, int64_t width, at::Tensor& packed);
+void ecsq_decode(const at::Tensor& sym, const at::Tensor& offsets, double step, at::Tensor& out, at::Tensor& err);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("rht_side", &rht_side, "one side of the RHT on every row (spec 5.3.6; forward for activations)");
@@ -38,5 +39,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("lattice_gemv", &lattice_gemv, "fused lattice decode + product with 1..16 activation rows (tensor cores)");
     m.def("rans_decode", &rans_decode, "rans payload (spec 4.3) -> raw packed layout and/or symbols, chunk-parallel");
     m.def("rans_pack", &rans_pack, "uint8/uint16 symbols -> raw packed layout (spec 4.2)");
+    m.def("ecsq_decode", &ecsq_decode, "ecsq 16-bit symbols -> W' (spec 6.6.4, bit-exact in float32)");
     m.def("lattice_gemv_tiled", &lattice_gemv_tiled, "the fused lattice product from the tiled payload layout");
 }

@@ -11,7 +11,7 @@ On a CUDA device the payloads stay compressed in GPU memory and the kernels of
 - lattice, batch up to `LATTICE_FUSED_MAX_BATCH` rows: the fused decode + tensor-core product
   (activations B x rounded to float16 for the products, float32 accumulation), read from the
   payload bytes re-laid out in tiles on the device once per layer (`LATTICE_TILED`);
-- otherwise (PVQ; larger batches): W' is decoded into a buffer shared by all layers and
+- otherwise (PVQ, ecsq; larger batches): W' is decoded into a buffer shared by all layers and
   torch's matrix product runs on it, between the same two activation transforms;
 - codecs without a GPU kernel: the dense weight is decoded once by the reference decoder
   and kept on the device.
@@ -47,7 +47,7 @@ from ..transforms import transform_by_id
 
 __all__ = ["QuantizedLinear", "load_pvqc_into", "gpu_kernels", "FUSED_MAX_BATCH", "LATTICE_FUSED_MAX_BATCH"]
 
-PVQ_ID, TRELLIS_ID, LATTICE_ID = 1, 2, 3
+PVQ_ID, TRELLIS_ID, LATTICE_ID, ECSQ_ID = 1, 2, 3, 5
 RHT_ID = 1
 FUSED_MAX_BATCH = 16  # fused trellis product up to this many rows (chosen by bench/gpu_bench.py)
 FUSED_MAX_K = 4
@@ -108,6 +108,8 @@ class QuantizedLinear(nn.Module):
             self.register_parameter("bias", None)
         self._dense_cache = None  # codecs without a GPU kernel: (device, dtype, tensor)
         self._rows_checked = False  # lattice: row scales checked finite once on the device
+        self._finite_checked = False  # spec 7.3 step 3: W checked finite once (check_finite)
+        self.name = "weight"  # the tensor's name in the file, for error messages
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -118,10 +120,12 @@ class QuantizedLinear(nn.Module):
             raise ValueError(f"{name}: QuantizedLinear needs a 2-D tensor with its default matrix view")
         payloads = [np.asarray(container.payload(rec, i)) for i in range(len(rec.payloads))]
         out_f, in_f = rec.shape
-        return cls(in_f, out_f, codec_id=rec.codec_id, codec_params=rec.codec_params, transform_id=rec.transform_id,
-                   transform_params=rec.transform_params, payloads=payloads, streams=[p.stream for p in rec.payloads],
-                   codings=[p.coding for p in rec.payloads], bias=bias,
-                   dtype=dtype or _TORCH_DTYPES.get(rec.dtype, torch.float16), source_dtype=rec.dtype)
+        q = cls(in_f, out_f, codec_id=rec.codec_id, codec_params=rec.codec_params, transform_id=rec.transform_id,
+                transform_params=rec.transform_params, payloads=payloads, streams=[p.stream for p in rec.payloads],
+                codings=[p.coding for p in rec.payloads], bias=bias,
+                dtype=dtype or _TORCH_DTYPES.get(rec.dtype, torch.float16), source_dtype=rec.dtype)
+        q.name = rec.name
+        return q
 
     def extra_repr(self) -> str:
         codec = codec_by_id(self.codec_id)
@@ -175,11 +179,12 @@ class QuantizedLinear(nn.Module):
 
     def reference_dense(self) -> np.ndarray:
         """W (float32 numpy) by the reference decoder: W' then the inverse transform."""
-        wp = np.ascontiguousarray(self.reference_transformed(), np.float32)
-        return transform_by_id(self.transform_id).inverse(wp, self.transform_params)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is payload_corrupt (7.3), checked by callers
+            wp = np.ascontiguousarray(self.reference_transformed(), np.float32)
+            return transform_by_id(self.transform_id).inverse(wp, self.transform_params)
 
     def _gpu_supported(self) -> bool:
-        return all(c == 0 for c in self.codings) and self.codec_id in (PVQ_ID, TRELLIS_ID, LATTICE_ID)
+        return all(c == 0 for c in self.codings) and self.codec_id in (PVQ_ID, TRELLIS_ID, LATTICE_ID, ECSQ_ID)
 
     def _rht(self) -> bool:
         return self.transform_id == RHT_ID
@@ -192,6 +197,8 @@ class QuantizedLinear(nn.Module):
             return g.trellis_decode(self._payloads(), self.codec_params, rows, cols, out_dtype=out_dtype)
         if self.codec_id == LATTICE_ID:
             return g.lattice_decode(self._payloads(), self.codec_params, rows, cols, out_dtype=out_dtype)
+        if self.codec_id == ECSQ_ID:
+            return g.ecsq_decode(self._payloads(), self.codec_params, rows, cols, out_dtype=out_dtype)
         wp = g.pvq_decode(self._payloads(), self.codec_params, rows, cols)
         return wp if out_dtype == torch.float32 else wp.to(out_dtype)
 
@@ -203,16 +210,65 @@ class QuantizedLinear(nn.Module):
         if dev.type == "cuda":
             self.to_fixed_rate()
         if dev.type == "cuda" and self._gpu_supported():
-            wp = self.gpu_transformed(torch.float32)
-            if not self._rht():
-                return wp.to(dtype)
-            tp = self.transform_params
-            g = gpu_kernels()
-            h = g._block_consts(int(tp["row_block"]))[0], g._block_consts(int(tp["col_block"]))[0]
-            if tp["row_block"] <= g.max_block(h[0]) and tp["col_block"] <= g.max_block(h[1]):
-                return g.inverse_rht_2d(wp, tp["seed"], tp["row_block"], tp["col_block"], out_dtype=dtype)
-        w = torch.from_numpy(self.reference_dense())
-        return w.to(device=dev, dtype=dtype)
+            w = self._gpu_inverse(self.gpu_transformed(torch.float32))
+            if w is not None:
+                # spec 7.3 step 3 on the float32 W, then round it (10.3: to nearest even, as
+                # dtypes.from_float32; torch's casts round the same way)
+                _check_finite_rows(w, self.name)
+                self._finite_checked = True
+                return w.to(dtype)
+        w = self.reference_dense()
+        if codec_by_id(self.codec_id).quantizes:
+            _check_finite_rows(w, self.name)
+        return torch.from_numpy(w).to(device=dev, dtype=dtype)
+
+    def _gpu_inverse(self, wp: torch.Tensor):
+        """W (float32) from W' by the bit-exact GPU inverse transform (W' itself for the identity);
+        None where a block exceeds the kernel's shared-memory limit."""
+        if not self._rht():
+            return wp
+        tp = self.transform_params
+        g = gpu_kernels()
+        h = g._block_consts(int(tp["row_block"]))[0], g._block_consts(int(tp["col_block"]))[0]
+        if tp["row_block"] <= g.max_block(h[0]) and tp["col_block"] <= g.max_block(h[1]):
+            return g.inverse_rht_2d(wp, tp["seed"], tp["row_block"], tp["col_block"], out_dtype=torch.float32)
+        return None
+
+    def check_finite(self) -> None:
+        """Spec 7.3 step 3 for the CUDA paths that never materialize W (the fused products and
+        decode-then-product in the activations' dtype): once per layer, from W' in float32.
+
+        Exact sufficient condition: the inverse RHT (spec 5.3.6) makes each value of W from
+        signed sums (Hadamard entries +-1) of at most b_r * b_c values of W', scaled by c_br,
+        c_bc <= 1 (c_1 = 1, c_b = 1/sqrt(b) rounded, < 1 for b >= 2) and signs +-1; no step
+        multiplies by more than 1. Every operation rounds to nearest: a rounded sum of n terms
+        is at most (1 + 2^-24)^n times the sum of their magnitudes, and a product by c <= 1 or
+        +-1 never grows a magnitude (rounding is monotone). A value of W sees fewer than
+        b_r + b_c + 2 <= 131,074 roundings, a factor below 1.01. So max|W'| <= FLT_MAX /
+        (2 b_r b_c) (the factor 2 also covers rounding the bound to float32) gives |W| <
+        FLT_MAX: W is finite. The row side mixes rows only within a row block, so a row block
+        that fails the bound is inverse-transformed exactly on its own (its local signs
+        differ only by whole-row sign flips, which are exact) and checked."""
+        dev = self.payload0.device
+        if self._finite_checked or dev.type != "cuda" or not codec_by_id(self.codec_id).quantizes:
+            return
+        self.to_fixed_rate()
+        if not self._gpu_supported():
+            self.dense_weight()  # decodes and checks the dense weight
+            return
+        wp = self.gpu_transformed(torch.float32)
+        rows, cols = wp.shape
+        rb = int(self.transform_params["row_block"]) if self._rht() else rows
+        bound = _FLT_MAX / (2 * rb * int(self.transform_params["col_block"])) if self._rht() else _FLT_MAX
+        lo, hi = torch.aminmax(wp.view(rows // rb, rb * cols), dim=1)
+        ok = (hi <= bound) & (-lo <= bound)  # False for a NaN or an infinity
+        for blk in torch.nonzero(~ok).reshape(-1).tolist():
+            r0 = blk * rb
+            w = self._gpu_inverse(wp[r0:r0 + rb].contiguous())
+            if w is None:
+                w = self.reference_dense()[r0:r0 + rb]
+            _check_finite_rows(w, self.name, r0)
+        self._finite_checked = True
 
     # ---- forward ---------------------------------------------------------------------------------
 
@@ -243,6 +299,8 @@ class QuantizedLinear(nn.Module):
         fused = (self.codec_id == TRELLIS_ID and self.codec_params["k"] <= FUSED_MAX_K and m <= FUSED_MAX_BATCH)
         if self.codec_id == LATTICE_ID and not self._rows_checked:
             self._check_lattice_rows()
+        if not self._finite_checked:
+            self.check_finite()
         if self.codec_id == LATTICE_ID and m <= LATTICE_FUSED_MAX_BATCH:
             xt = g.rht_side(x2, tp["col_block"], tp["seed"], 1, True, out_dtype=torch.float16) if rht else x2.half()
             yt = g.lattice_gemv(None, None, rows, cols, xt, prepared=self._lattice_args(g),
@@ -257,6 +315,9 @@ class QuantizedLinear(nn.Module):
             elif self.codec_id == LATTICE_ID:
                 wt = g.lattice_decode(None, self.codec_params, rows, cols, out=buf, check=False,
                                       prepared=self._lattice_args(g))
+            elif self.codec_id == ECSQ_ID:
+                # values checked finite once (check_finite): no device sync here
+                wt, _ = g.ecsq_decode(self._payloads(), self.codec_params, rows, cols, out=buf, check=False)
             else:
                 buf.copy_(g.pvq_decode(self._payloads(), self.codec_params, rows, cols))
                 wt = buf
@@ -299,6 +360,21 @@ class QuantizedLinear(nn.Module):
             if bool(((h & 0x7C00) == 0x7C00).any()):
                 raise PayloadCorrupt("lattice row scale is not finite")
         self._rows_checked = True
+
+
+_FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_finite_rows(w, name: str, row0: int = 0) -> None:
+    """Spec 7.3 step 3 (as pvqcodec.decoder.check_finite): every value of a quantized tensor's
+    decoded float32 W is finite. `w` holds rows row0.. of W (torch or numpy)."""
+    from ..errors import PayloadCorrupt
+
+    bad = ~(torch.isfinite(w) if isinstance(w, torch.Tensor) else torch.from_numpy(np.isfinite(w)))
+    if bool(bad.any()):
+        cols = w.shape[1]
+        i = int(torch.nonzero(bad.reshape(-1))[0]) + row0 * cols
+        raise PayloadCorrupt(f"tensor {name!r}: decoded value {i} (row {i // cols}) is not finite")
 
 
 class _EarlierStreams:
@@ -356,6 +432,7 @@ def load_pvqc_into(model: nn.Module, path, dtype=None, strict: bool = False) -> 
             q = QuantizedLinear.from_container(container, wname, bias=bias, dtype=dtype or mod.weight.dtype).to(dev)
             if dev.type == "cuda":
                 q.to_fixed_rate()  # entropy-coded payloads decoded once, here
+                q.check_finite()  # spec 7.3 step 3, once, here
             _set_submodule(model, mod_name, q)
             done.add(wname)
             report["quantized"].append(wname)
