@@ -2036,7 +2036,23 @@ static pvqc_error pvq_check(pvqc_file *f, tensor_rec *t)
  *     c    = a / nrm                            (float32 division)
  *     x_i  = c * float32(y_i)                   for i = 0 .. D-1
  * "x_i is the value of W' at row r, column c*D + i (discarded if that column is >= cols)."
- * Decodes the groups that cover columns [c0, c1) of rows [r0, r1). */
+ * One group's values, written where its columns fall in [c0, c1); shared by pvq and pvqvr (6.5.5). */
+static void pvq_write_group(const int32_t *y, unsigned d, float s, float gain, uint64_t gc, uint64_t c0, uint64_t c1,
+                            float *out)
+{
+    int32_t ss = 0;
+    float nrm, a, c;
+    for (unsigned i = 0; i < d; i++) ss += y[i] * y[i];
+    nrm = sqrtf((float)ss);
+    a = s * gain;
+    c = a / nrm;
+    for (unsigned i = 0; i < d; i++) {
+        const uint64_t col = gc * d + i;
+        if (col >= c0 && col < c1) out[col - c0] = c * (float)y[i];
+    }
+}
+
+/* 6.2 Decodes the groups that cover columns [c0, c1) of rows [r0, r1). */
 static pvqc_error pvq_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t r1, uint64_t c0, uint64_t c1,
                              float *dst, size_t ld)
 {
@@ -2056,8 +2072,6 @@ static pvqc_error pvq_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t 
             const uint64_t q = t->pvq_gain_bits ? stream_symbol(&gains, g) : 0u;
             const float gain = lef32(t->pvq_gain_table + 4u * q);
             int ok;
-            int32_t ss = 0;
-            float nrm, a, c;
             if (T->limbs == 1) {
                 ok = pvq_decode_index1(T, T->k, stream_symbol(&shapes, g), y);
             } else {
@@ -2067,14 +2081,7 @@ static pvqc_error pvq_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t 
             if (!ok)
                 return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, "tensor " NAME_FMT ": PVQ index of group %llu is >= N(%u, %u)",
                             NAME_ARG(t), (ull)g, d, t->pvq_k);
-            for (unsigned i = 0; i < d; i++) ss += y[i] * y[i];
-            nrm = sqrtf((float)ss);
-            a = s * gain;
-            c = a / nrm;
-            for (unsigned i = 0; i < d; i++) {
-                const uint64_t col = gc * d + i;
-                if (col >= c0 && col < c1) out[col - c0] = c * (float)y[i];
-            }
+            pvq_write_group(y, d, s, gain, gc, c0, c1, out);
         }
     }
     return PVQC_OK;
@@ -2261,8 +2268,6 @@ static pvqc_error pvqvr_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_
             const unsigned k = p < t->vr_k_count ? pvqvr_k(t, (unsigned)p) : 0u;
             const float gain = lef32(t->pvq_gain_table + 4u * q);
             int ok = p < t->vr_k_count;
-            int32_t ss = 0;
-            float nrm, a, c;
             if (ok && k == 0) {
                 for (unsigned i = 0; i < d; i++) {
                     const uint64_t col = gc * d + i;
@@ -2279,14 +2284,7 @@ static pvqc_error pvqvr_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_
             if (!ok)
                 return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, "tensor " NAME_FMT ": pvqvr group %llu is corrupt", NAME_ARG(t),
                             (ull)g);
-            for (unsigned i = 0; i < d; i++) ss += y[i] * y[i];
-            nrm = sqrtf((float)ss);
-            a = s * gain;
-            c = a / nrm;
-            for (unsigned i = 0; i < d; i++) {
-                const uint64_t col = gc * d + i;
-                if (col >= c0 && col < c1) out[col - c0] = c * (float)y[i];
-            }
+            pvq_write_group(y, d, s, gain, gc, c0, c1, out);
         }
     }
     return PVQC_OK;
