@@ -181,15 +181,21 @@ def decode_table(words, chunk_end, count, S, first_chunk, n_chunks, freq, cum, l
 
 
 @numba.njit(cache=True, inline="always")
+def _even_freq(v, n):
+    """even(n) (4.3.2): value v's frequency f and start c."""
+    q = 65536 // n
+    r = 65536 - q * n
+    return (q + 1 if v < r else q), v * q + min(v, r)
+
+
+@numba.njit(cache=True, inline="always")
 def _even_value(slot, n):
     """even(n) (4.3.2): the value of a slot and its (f, c)."""
     q = 65536 // n
     r = 65536 - q * n
-    if slot < r * (q + 1):
-        v = slot // (q + 1)
-        return v, q + 1, v * (q + 1)
-    v = r + (slot - r * (q + 1)) // q
-    return v, q, v * q + r
+    v = slot // (q + 1) if slot < r * (q + 1) else r + (slot - r * (q + 1)) // q
+    f, c = _even_freq(v, n)
+    return v, f, c
 
 
 @numba.njit(cache=True)
@@ -234,12 +240,8 @@ def encode_uniform(sym, bidx, count, S, nops, low, ntop, topk, out, chunk_end):
                         if k >= 0:
                             p, f, c = k, 1, v
                         else:
-                            nt = ntop[b]
-                            q = 65536 // nt
-                            r = 65536 - q * nt
                             p = 16
-                            f = q + 1 if v < r else q
-                            c = v * q + min(v, r)
+                            f, c = _even_freq(v, ntop[b])
                     else:
                         piece = nops[b] - 1 - u
                         k = min(16, s - 16 * piece)

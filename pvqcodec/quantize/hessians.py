@@ -26,6 +26,7 @@ when a matrix is first read. Problems raise `HessianFileError` naming file and t
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import struct
@@ -63,19 +64,20 @@ class HessianFileError(InputError):
     code = "hessians_invalid"
 
 
-class HessianSource:
+class HessianSource(abc.ABC):
     """Per-weight second moments: ``get(name) -> (H or diag, count) | None``."""
 
     path: str
     kind: str  # "hessians", "imatrix-legacy" or "imatrix-gguf"
     diagonal_only: bool
 
+    @abc.abstractmethod
     def get(self, weight_name: str) -> tuple[np.ndarray, int] | None:
-        raise NotImplementedError
+        """The weight's H (n x n) or diagonal (n), with its token count; None if it has none."""
 
+    @abc.abstractmethod
     def weight_names(self) -> list[str]:
         """The weight names that `get` answers (Hugging Face names where a mapping exists)."""
-        raise NotImplementedError
 
     def __contains__(self, weight_name: str) -> bool:
         return weight_name in set(self.weight_names())
