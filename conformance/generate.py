@@ -780,9 +780,11 @@ class RawFile:
 
     def minor_version(self) -> int:
         """Spec 2.1, written out independently of the writer: 1.1 added coding 1 (rans) and
-        codecs 4 (pvqvr) and 5 (ecsq)."""
+        codecs 4 (pvqvr) and 5 (ecsq); 1.2 added codecs 6 (ectcq) and 7 (eclattice)."""
         if self.version_minor is not None:
             return self.version_minor
+        if any(t.codec_id in (6, 7) for t in self.tensors if isinstance(t.codec_id, int)):
+            return 2
         uses_1_1 = any(t.codec_id in (4, 5) for t in self.tensors if isinstance(t.codec_id, int)) or \
             any(p.coding == 1 for p in self.payloads())
         return 1 if uses_1_1 else 0

@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define PVQC_FORMAT_VERSION_MAJOR 1
-#define PVQC_FORMAT_VERSION_MINOR 1
+#define PVQC_FORMAT_VERSION_MINOR 2
 
 /* Error codes. 1..14 are the rejection conditions of spec section 9, with the same
  * names as the conformance suite and the Python decoder (pvqcodec/errors.py). */
