@@ -8,9 +8,18 @@ shape of real LLM Hessians' spectra; both go through the encoder's RHT as in
 instead (every weight that has an H, or those matching --match).
 
     python bench/ldlq.py --n 512 1024 --rows 256 --codecs pvq lattice trellis --bits 2 3 4 --passes 0 2 10
+
+The entropy-coded codecs (ecsq, pvqvr, ectcq, eclattice) run `encode_with_hessian` itself,
+whose rate search meets the data-free encoding's rate rule (pvqcodec/quantize/ldlq_rate.py);
+their rows show the coded bytes against the target. `--identity` uses H = I: the cost of
+rounding block by block against the data-free encoder at the same rate.
+
+    python bench/ldlq.py --n 1024 --rows 256 --codecs ecsq pvqvr ectcq eclattice --bits 2 3 4 --passes 0 2
+    python bench/ldlq.py --n 1024 --rows 256 --codecs ecsq pvqvr ectcq eclattice --bits 2 --passes 0 --identity
 """
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -22,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pvqcodec.codecs import codec_by_name  # noqa: E402
 from pvqcodec.quantize.ldlq import (block_ldl, block_ldlq, coordinate_descent, damped_cholesky, decoded,  # noqa: E402
-                                    refit_scales)
+                                    encode_with_hessian, refit_scales)
+from pvqcodec.quantize.ldlq_rate import RateControlledQuantizer  # noqa: E402
 from pvqcodec.quantize.proxy import check_hessian, proxy_error  # noqa: E402
 from pvqcodec.transforms import TRANSFORMS_BY_NAME  # noqa: E402
 from pvqcodec.quantize.ldlq import rotate_hessian  # noqa: E402
@@ -47,17 +57,37 @@ def rotated(W, H, seed=0):
     return t.forward(W, tp), rotate_hessian(H, t, tp)
 
 
-def run_case(codec_name, bits, wp, Hp, passes_list, weighted_list, damp=0.01):
-    """Rows of results: (method, relative proxy, seconds)."""
+def run_rate_controlled(codec, opts, wp, Hp, passes_list, damp):
+    """An entropy-coded codec: encode_with_hessian's whole rate search per CD setting.
+    Rows: (method, relative proxy, seconds, coded bytes, target bytes)."""
+    out = []
+    for passes in sorted(passes_list):
+        t0 = time.perf_counter()
+        enc, info = encode_with_hessian(codec, wp, opts, Hp, damp=damp, passes=passes)
+        sec = time.perf_counter() - t0
+        if not out:
+            out.append(("data-free", info["proxy_free"], info["seconds_free"], info["bytes_free"],
+                        info["bytes_target"]))
+        if passes and not info["cd_passes"]:
+            continue  # the codec does no coordinate descent
+        name = "LDLQ" + (f" + {passes} CD" if passes else "") + f" ({info['trials']} trials)"
+        out.append((name, info["proxy_ldlq"], sec, info["bytes_ldlq"], info["bytes_target"]))
+    return out
+
+
+def run_case(codec_name, bits, wp, Hp, passes_list, weighted_list, damp=0.01, extra=None):
+    """Rows of results: (method, relative proxy, seconds[, coded bytes, target bytes])."""
     codec = codec_by_name(codec_name)
-    opts = {"bits": bits, **CODEC_OPTIONS.get(codec_name, {})}
+    opts = {"bits": bits, **CODEC_OPTIONS.get(codec_name, {}), **(extra or {})}
     rows, n = wp.shape
     energy = proxy_error(wp, Hp)
     t0 = time.perf_counter()
     free = codec.encode(wp, opts)
     t_free = time.perf_counter() - t0
-    out = [("data-free", proxy_error(wp - decoded(codec, free, rows, n), Hp) / energy, t_free)]
     q = codec.block_quantizer(wp, opts, free)
+    if isinstance(q, RateControlledQuantizer):
+        return run_rate_controlled(codec, opts, wp, Hp, passes_list, damp)
+    out = [("data-free", proxy_error(wp - decoded(codec, free, rows, n), Hp) / energy, t_free)]
     t0 = time.perf_counter()
     C, Hd, _, _ = damped_cholesky(Hp, damp)
     L, ddiag, _ = block_ldl(C, q.width)
@@ -113,7 +143,11 @@ def main():
     ap.add_argument("--match", help="regex on weight names (real layers)")
     ap.add_argument("--max-layers", type=int, default=4)
     ap.add_argument("--damp", type=float, nargs="+", default=[0.01], help="damping values to compare")
+    ap.add_argument("--identity", action="store_true",
+                    help="H = I (the cost of block rounding against the data-free encoder at equal rate)")
+    ap.add_argument("--options", default="{}", help="JSON codec options for every codec (experiments)")
     args = ap.parse_args()
+    extra = json.loads(args.options)
     weighted = {"no": [False], "yes": [True], "both": [False, True]}[args.weighted]
 
     if args.model:
@@ -123,19 +157,24 @@ def main():
         cases = []
         for n in args.n:
             W, H = synthetic(args.rows, n, args.alpha, n)
-            cases.append((f"synthetic {args.rows}x{n} alpha {args.alpha:g}", *rotated(W, H)))
-    print("| layer | codec | bits | damp | method | proxy tr(EHE')/tr(WHW') | vs data-free dB | encode s |")
-    print("|---|---|---|---|---|---|---|---|")
+            if args.identity:
+                cases.append((f"synthetic {args.rows}x{n}, H = I", *rotated(W, np.eye(n))))
+            else:
+                cases.append((f"synthetic {args.rows}x{n} alpha {args.alpha:g}", *rotated(W, H)))
+    print("| layer | codec | bits | damp | method | proxy tr(EHE')/tr(WHW') | vs data-free dB | encode s | "
+          "coded bytes / target |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, wp, Hp in cases:
         for codec in args.codecs:
             for bits in args.bits:
                 for damp in args.damp:
-                    res = run_case(codec, bits, wp, Hp, args.passes, weighted, damp)
+                    res = run_case(codec, bits, wp, Hp, args.passes, weighted, damp, extra)
                     base = res[0][1]
-                    for method, p, sec in res:
+                    for method, p, sec, *size in res:
                         db = 10 * np.log10(p / base) if p > 0 and base > 0 else float("nan")
-                        print(f"| {label} | {codec} | {bits:g} | {damp:g} | {method} | {p:.3g} | {db:+.2f} | {sec:.2f} |",
-                              flush=True)
+                        sz = f"{size[0]} / {size[1]:.0f}" if size else "-"
+                        print(f"| {label} | {codec} | {bits:g} | {damp:g} | {method} | {p:.4g} | {db:+.2f} | "
+                              f"{sec:.2f} | {sz} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -656,9 +656,107 @@ def ecsq_cases(codec) -> list:
     ]
 
 
+def eclattice_cases(codec) -> list:
+    """The entropy-coded E8 lattice codec (spec codecs/eclattice.md): a storage codec whose coordinate
+    streams are meant for the rans table mode (--entropy auto); padding (cols not a multiple of 8), rows
+    of zeros, an all-zero tensor, multi-chunk streams, uniform-mode row counts and the raw coding."""
+    n = codec.name
+    P = seeded_case
+    auto = ("--entropy", "auto")
+    return [
+        P(f"{n}_2bit", f"{n} at 2 bits per weight, rans table mode", [T("w", (32, 256))], codec=n,
+          args=("--bits", "2", *auto), seed=271),
+        P(f"{n}_3bit", f"{n} at 3 bits per weight, rans table mode", [T("w", (16, 256))], codec=n,
+          args=("--bits", "3", *auto), seed=272),
+        P(f"{n}_4bit", f"{n} at 4 bits per weight, rans table mode", [T("w", (16, 128))], codec=n,
+          args=("--bits", "4", *auto), seed=273),
+        P(f"{n}_odd_cols", f"{n} on 16 x 203: 26 groups per row, the last one with 5 padding values",
+          [T("w", (16, 203))], codec=n, args=("--bits", "3", *auto), seed=274),
+        P(f"{n}_narrow", f"{n} on 5 x 3 and 3 x 8: one group per row (5 padding values; none), row-count width 1",
+          [T("a", (5, 3)), T("b", (3, 8))], codec=n, args=("--bits", "4", "--transform", "identity", *auto), seed=275),
+        P(f"{n}_zero_rows", f"{n} on rows of very different size (a zero row, rows that round to all-zero "
+          "points, a row 1000 times larger), identity transform", [T("w", (14, 64), fill="rows")], codec=n,
+          args=("--bits", "4", "--transform", "identity", *auto), seed=276),
+        P(f"{n}_zeros", f"{n} on an all-zero tensor: every group the origin (integer coset, residue 0)",
+          [T("w", (8, 64), fill="zeros")], codec=n, args=("--bits", "2", *auto), seed=277),
+        P(f"{n}_8bit_outliers", f"{n} at 8 bits on weights with outliers: large coordinates",
+          [T("w", (16, 256), fill="outliers")], codec=n, args=("--bits", "8", "--transform", "identity", *auto),
+          seed=278),
+        P(f"{n}_source_dtypes", f"{n} on float16 and bfloat16 sources, rank 3",
+          [T("w16", (16, 64), "float16"), T("wbf", (2, 8, 64), "bfloat16")], codec=n, args=("--bits", "3", *auto),
+          seed=279),
+        P(f"{n}_raw_coding", f"{n} with every stream in the raw coding (row counts 4 bits, coordinates 16 bits)",
+          [T("w", (8, 64))], codec=n, args=("--bits", "3", "--entropy", "none"), seed=280,
+          codings={"w": ["raw"] * 8}),
+        P(f"{n}_rans_chunks", f"{n} coordinate streams in table-mode chunks of 100 symbols (partial last chunks) "
+          "and row counts in uniform mode (bound G_r + 1 = 9)", [T("w", (24, 64))], codec=n,
+          args=("--bits", "3", "--transform", "identity", *auto), seed=281,
+          rans=(("w", "row_int", dict(mode="uniform", chunk_symbols=16)),
+                ("w", "row_int_res0", dict(mode="uniform")),
+                ("w", "first", dict(mode="table", chunk_symbols=100)),
+                ("w", "mid_int", dict(mode="table", chunk_symbols=100)),
+                ("w", "mid_half", dict(mode="table", chunk_symbols=100)),
+                ("w", "last_res0", dict(mode="table", chunk_symbols=10)),
+                ("w", "last_res2", dict(mode="table", chunk_symbols=10)),
+                ("w", "last_half", dict(mode="table", chunk_symbols=10))),
+          codings={"w": ["uniform", "uniform"] + ["table"] * 6}),
+    ]
+
+
+def ectcq_cases(codec) -> list:
+    """The entropy-constrained trellis codec (spec codecs/ectcq.md): 256 states by default and the
+    8-state trellis, row counts in the raw coding (small tensors) or uniform mode, union symbols for the
+    rans table mode; shapes from 1 column and 1 row up; an all-zero tensor and a zero row; the raw coding."""
+    n = codec.name
+    P = seeded_case
+    auto = ("--entropy", "auto")
+    table = {"w": ["raw", "table", "table"]}
+    return [
+        P(f"{n}_2bit", f"{n} at 2 bits per weight, 256 states, union symbols in rans table mode",
+          [T("w", (32, 256))], codec=n, args=("--bits", "2", *auto), seed=291, codings=table,
+          expect={"w": {"states": 256}}),
+        P(f"{n}_3bit", f"{n} at 3 bits per weight, 256 states", [T("w", (16, 256))], codec=n,
+          args=("--bits", "3", *auto), seed=292, codings=table),
+        P(f"{n}_4bit", f"{n} at 4 bits per weight, 256 states", [T("w", (16, 128))], codec=n,
+          args=("--bits", "4", *auto), seed=293, codings=table),
+        P(f"{n}_8_states", f"{n} with the 8-state trellis (state_bits 3) at 2 bits", [T("w", (16, 256))], codec=n,
+          args=("--bits", "2", "--ectcq-states", "8", *auto), seed=294, codings=table, expect={"w": {"states": 8}}),
+        P(f"{n}_32_states", f"{n} with the 32-state trellis (state_bits 5) at 3 bits", [T("w", (8, 200))], codec=n,
+          args=("--bits", "3", "--ectcq-states", "32", *auto), seed=295, expect={"w": {"states": 32}}),
+        P(f"{n}_odd_shape", f"{n} on 7 x 37 (prime sides; the tensor is smaller than its target rate allows)",
+          [T("w", (7, 37))], codec=n, args=("--bits", "2", *auto), seed=296),
+        P(f"{n}_narrow", f"{n} on 5 x 1 (every row one value, in state 0: row_a0 of width 1, all 1, no A_1 "
+          "value) and 3 x 2", [T("a", (5, 1)), T("b", (3, 2))], codec=n,
+          args=("--bits", "4", "--transform", "identity", *auto), seed=297),
+        P(f"{n}_one_row", f"{n} on a single row of 300 values (rows = 1)", [T("w", (1, 300))], codec=n,
+          args=("--bits", "3", "--transform", "identity", *auto), seed=298),
+        P(f"{n}_rows", f"{n} on rows of very different size (a zero row, tiny rows), identity transform",
+          [T("w", (14, 64), fill="rows")], codec=n, args=("--bits", "4", "--transform", "identity", *auto), seed=299),
+        P(f"{n}_zeros", f"{n} on an all-zero tensor: j = 0 everywhere, every row stays in state 0 (union A_0; "
+          "the a1 stream is empty), no offsets", [T("w", (8, 64), fill="zeros")], codec=n, args=("--bits", "2", *auto),
+          seed=300, expect={"w": {"offset_count": 0, "a0_count": 512}}),
+        P(f"{n}_8bit_outliers", f"{n} at 8 bits on weights with outliers: large grid magnitudes and union symbols",
+          [T("w", (16, 256), fill="outliers")], codec=n, args=("--bits", "8", "--transform", "identity", *auto),
+          seed=311),
+        P(f"{n}_source_dtypes", f"{n} on float16 and bfloat16 sources, rank 3",
+          [T("w16", (16, 64), "float16"), T("wbf", (2, 8, 64), "bfloat16")], codec=n, args=("--bits", "3", *auto),
+          seed=312),
+        P(f"{n}_raw_coding", f"{n} with every stream in the raw coding (row counts 7 bits, symbols 16 bits)",
+          [T("w", (8, 64))], codec=n, args=("--bits", "3", "--entropy", "none"), seed=313,
+          codings={"w": ["raw"] * 3}),
+        P(f"{n}_rans_chunks", f"{n} union symbols in table-mode chunks of 100 symbols (partial last chunks) and "
+          "row counts in uniform mode (bound cols + 1 = 38) in chunks of 3", [T("w", (9, 37))], codec=n,
+          args=("--bits", "3", "--transform", "identity", *auto), seed=314,
+          rans=(("w", "row_a0", dict(mode="uniform", chunk_symbols=3)),
+                ("w", "a0", dict(mode="table", chunk_symbols=100)),
+                ("w", "a1", dict(mode="table", chunk_symbols=100))),
+          codings={"w": ["uniform", "table", "table"]}),
+    ]
+
+
 # codec name -> function(codec) -> [ValidCase]; codecs not named here get generic_codec_cases.
 CODEC_CASES = {"pvq": pvq_cases, "lattice": lattice_cases, "trellis": trellis_cases, "pvqvr": pvqvr_cases,
-               "ecsq": ecsq_cases}
+               "ecsq": ecsq_cases, "ectcq": ectcq_cases, "eclattice": eclattice_cases}
 
 
 def valid_cases() -> list:
@@ -996,6 +1094,180 @@ def ecsq_invalid_cases(add, edit) -> None:
         edit(lambda f: (eq(step=1e35)(f), _set_symbol(f, "w", 0, 17, 65535)), src=V))
 
 
+def eclattice_params_bytes(half_scale, int_groups, int_res0_groups, flags=0, reserved=(0, 0, 0)) -> bytes:
+    return struct.pack("<fB3BQQ", half_scale, flags, *reserved, int_groups, int_res0_groups)
+
+
+def ectcq_params_bytes(step, offsets, state_bits=8, flags=0, a0_count=0, offset_count=None) -> bytes:
+    n = len(offsets) if offset_count is None else offset_count
+    return struct.pack("<fBBHQ", step, state_bits, flags, n, a0_count) + struct.pack(f"<{len(offsets)}f", *offsets)
+
+
+def ectcq_invalid_cases(add, edit) -> None:
+    """The entropy-constrained trellis codec's rules (spec codecs/ectcq.md 6.7.1, 6.7.3, 6.7.6 with 7.3),
+    on a raw-coded base with the identity transform (16 x 64, 8 states)."""
+    data, _ = encode_case(ValidCase(
+        "ectcq_base", "", [T("w", (16, 64))], codec="ectcq", seed=306,
+        args=("--bits", "3", "--ectcq-states", "8", "--transform", "identity", "--entropy", "none")))
+    V = RawFile.parse(data)
+    params, specs, syms = _streams(V, "w")
+    rows, cols = 16, 64
+    assert params["state_bits"] == 3 and specs[0].width == 7
+    assert all(p.coding == 0 for p in V.tensor("w").payloads)
+    row_a0 = [int(c) for c in syms[0]]
+    step = float(params["step"])
+    offsets = [float(v) for v in params["offsets"]]
+    a0_count = int(params["a0_count"])
+    inf, nan = float("inf"), float("nan")
+
+    def eq(**kw):
+        vals = dict(step=step, offsets=offsets, state_bits=3, a0_count=a0_count)
+        vals.update(kw)
+        return lambda rf: setattr(rf.tensor("w"), "codec_params", ectcq_params_bytes(**vals))
+
+    add("ectcq_step_0", "params_invalid", "6.7.1", "ectcq step +0.0 (must be > 0)", edit(eq(step=0.0), src=V))
+    add("ectcq_step_negative_zero", "params_invalid", "6.7.1", "ectcq step -0.0", edit(eq(step=-0.0), src=V))
+    add("ectcq_step_negative", "params_invalid", "6.7.1", "ectcq step -1.0", edit(eq(step=-1.0), src=V))
+    add("ectcq_step_nan", "params_invalid", "6.7.1", "ectcq step NaN", edit(eq(step=nan), src=V))
+    add("ectcq_step_inf", "params_invalid", "6.7.1", "ectcq step +inf", edit(eq(step=inf), src=V))
+    add("ectcq_state_bits_2", "params_invalid", "6.7.1", "ectcq state_bits 2 (4 states; the format allows 3..8)",
+        edit(eq(state_bits=2), src=V))
+    add("ectcq_state_bits_9", "params_invalid", "6.7.1", "ectcq state_bits 9 (512 states)",
+        edit(eq(state_bits=9), src=V))
+    add("ectcq_flags_1", "params_invalid", "6.7.1", "ectcq flags 1 (reserved, must be 0)", edit(eq(flags=1), src=V))
+    add("ectcq_a0_count_over_numel", "params_invalid", "6.7.1",
+        f"ectcq a0_count {rows * cols + 1} = rows * cols + 1", edit(eq(a0_count=rows * cols + 1), src=V))
+    two = offsets + [0.0] * max(0, 2 - len(offsets))  # at least two offsets (a valid block either way)
+    add("ectcq_offset_nan", "params_invalid", "6.7.1", f"a NaN as the last of {len(two)} ectcq offsets",
+        edit(eq(offsets=two[:-1] + [nan]), src=V))
+    add("ectcq_offset_neg_inf", "params_invalid", "6.7.1", f"-inf as the first of {len(two)} ectcq offsets",
+        edit(eq(offsets=[-inf] + two[1:]), src=V))
+    add("ectcq_offset_count_over_block", "params_invalid", "6.7.1",
+        "ectcq offset_count one more than the offsets the block holds (16 + 4 n bytes)",
+        edit(eq(offset_count=len(offsets) + 1), src=V))
+    r = next(i for i, c in enumerate(row_a0) if c < cols)
+    add("ectcq_row_a0_sum", "payload_corrupt", "6.7.3",
+        f"ectcq row_a0[{r}] one larger: the counts sum to a0_count + 1",
+        edit(lambda f: _set_symbol(f, "w", 0, r, row_a0[r] + 1), src=V))
+    add("ectcq_row_a0_above_cols", "payload_corrupt", "4, 6.7.3",
+        f"ectcq row_a0[0] = cols + 1 = {cols + 1}, at its stream's bound (raw coding, 7-bit counts)",
+        edit(lambda f: _set_symbol(f, "w", 0, 0, cols + 1), src=V))
+
+    def move(a, b, d):
+        def fn(f):
+            _set_symbol(f, "w", 0, a, row_a0[a] + d)
+            _set_symbol(f, "w", 0, b, row_a0[b] - d)
+        return fn
+
+    add("ectcq_row_short_of_a0", "payload_corrupt", "6.7.6",
+        "ectcq row_a0[1] one smaller and row_a0[2] one larger (the sum holds): row 1 runs out of A_0 symbols",
+        edit(move(1, 2, -1), src=V))
+    add("ectcq_row_short_of_a1", "payload_corrupt", "6.7.6",
+        "ectcq row_a0[1] one larger and row_a0[2] one smaller (the sum holds): row 1 runs out of A_1 symbols",
+        edit(move(1, 2, +1), src=V))
+    # a row whose last value is in union A_0: its symbol, the row's last of a0, decides no later state
+    from pvqcodec.codecs.ectcq import decode_ectcq_grid
+
+    j = decode_ectcq_grid(syms[0], syms[1], syms[2], a0_count, 3, rows, cols)
+    rl = next(i for i in range(rows) if j[i, -1] % 2 == 0)
+    k = sum(row_a0[: rl + 1]) - 1
+    add("ectcq_decoded_value_inf", "payload_corrupt", "6.7.6, 6.6.4, 7.3",
+        f"ectcq step 1e35 and the a0 symbol 65535 (j = 65536) as the last value of row {rl}: "
+        "(65536 - off) * 1e35 overflows to +inf",
+        edit(lambda f: (eq(step=1e35)(f), _set_symbol(f, "w", 1, k, 65535)), src=V))
+
+
+def eclattice_invalid_cases(add, edit) -> None:
+    """The entropy-coded E8 lattice codec's rules (spec codecs/eclattice.md 6.8.1, 6.8.3, 6.8.5 with 7.3),
+    on a raw-coded base of 8 x 40 (5 groups per row, 3-bit row counts)."""
+    data, _ = encode_case(ValidCase(
+        "eclattice_base", "", [T("w", (8, 40))], codec="eclattice", seed=306,
+        args=("--bits", "3", "--transform", "identity", "--entropy", "none")))
+    V = RawFile.parse(data)
+    params, specs, syms = _streams(V, "w")
+    assert specs[0].width == 3 and all(p.coding == 0 for p in V.tensor("w").payloads)
+    hs, ni, n0 = float(params["half_scale"]), params["int_groups"], params["int_res0_groups"]
+    row_int = [int(v) for v in syms[0]]
+    row_res0 = [int(v) for v in syms[1]]
+    inf, nan = float("inf"), float("nan")
+
+    def ep(**kw):
+        vals = dict(half_scale=hs, int_groups=ni, int_res0_groups=n0)
+        vals.update(kw)
+        return lambda rf: setattr(rf.tensor("w"), "codec_params", eclattice_params_bytes(**vals))
+
+    def set_rows(stream, values):
+        def f(rf):
+            for r, v in enumerate(values):
+                _set_symbol(rf, "w", stream, r, v)
+        return f
+
+    add("eclattice_half_scale_0", "params_invalid", "6.8.1", "eclattice half_scale +0.0 (must be > 0)",
+        edit(ep(half_scale=0.0), src=V))
+    add("eclattice_half_scale_negative", "params_invalid", "6.8.1", "eclattice half_scale -0.5",
+        edit(ep(half_scale=-0.5), src=V))
+    add("eclattice_half_scale_nan", "params_invalid", "6.8.1", "eclattice half_scale NaN",
+        edit(ep(half_scale=nan), src=V))
+    add("eclattice_half_scale_inf", "params_invalid", "6.8.1", "eclattice half_scale +inf",
+        edit(ep(half_scale=inf), src=V))
+    add("eclattice_flags_1", "params_invalid", "6.8.1", "eclattice flags 1 (reserved, must be 0)",
+        edit(ep(flags=1), src=V))
+    add("eclattice_reserved_nonzero", "params_invalid", "6.8.1", "eclattice reserved byte 2 (of 3) set to 0x01",
+        edit(ep(reserved=(0, 1, 0)), src=V))
+    add("eclattice_int_groups_over_G", "params_invalid", "6.8.1", "eclattice int_groups 41 with 8 x 5 = 40 groups",
+        edit(ep(int_groups=41, int_res0_groups=0), src=V))
+    add("eclattice_res0_over_int_groups", "params_invalid", "6.8.1",
+        f"eclattice int_res0_groups {ni + 1} above int_groups {ni}", edit(ep(int_res0_groups=ni + 1), src=V))
+    add("eclattice_params_23_bytes", "params_invalid", "6.8.1", "an eclattice parameter block of 23 bytes",
+        edit(lambda rf: setattr(rf.tensor("w"), "codec_params", eclattice_params_bytes(hs, ni, n0)[:23]), src=V))
+    # 6.8.3: a row count above G_r = 5 (a 3-bit symbol reaches 7)
+    add("eclattice_row_int_above_bound", "payload_corrupt", "6.8.3, 4",
+        "an eclattice row_int symbol of 6 with 5 groups per row (bound 6)",
+        edit(lambda f: _set_symbol(f, "w", 0, 2, 6), src=V))
+    add("eclattice_row_res0_above_bound", "payload_corrupt", "6.8.3, 4",
+        "an eclattice row_int_res0 symbol of 7 with 5 groups per row (bound 6)",
+        edit(lambda f: _set_symbol(f, "w", 1, 0, 7), src=V))
+    # check 1: sums, Z_r <= I_r
+    r = next(i for i, v in enumerate(row_int) if v < 5)
+    add("eclattice_row_int_sum", "payload_corrupt", "6.8.3",
+        f"eclattice row_int of row {r} raised by 1: the counts sum to int_groups + 1",
+        edit(set_rows(0, row_int[:r] + [row_int[r] + 1] + row_int[r + 1:]), src=V))
+    r = next(i for i, v in enumerate(row_res0) if v > 0)
+    add("eclattice_row_res0_sum", "payload_corrupt", "6.8.3",
+        f"eclattice row_int_res0 of row {r} lowered by 1: the counts sum to int_res0_groups - 1",
+        edit(set_rows(1, row_res0[:r] + [row_res0[r] - 1] + row_res0[r + 1:]), src=V))
+    a = next(i for i in range(8) if row_int[i] < 5)
+    z = list(row_res0)
+    need = row_int[a] + 1 - z[a]  # raise row a's count to row_int + 1, take as much from the others
+    z[a] += need
+    for i in range(8):
+        take = min(need, z[i]) if i != a else 0
+        z[i] -= take
+        need -= take
+    assert need == 0 and sum(z) == sum(row_res0) and z[a] == row_int[a] + 1
+    add("eclattice_res0_above_row_int", "payload_corrupt", "6.8.3",
+        f"eclattice row {a}: row_int_res0 {z[a]} above row_int {row_int[a]} (sums unchanged)",
+        edit(set_rows(1, z), src=V))
+    # check 2: a row's coset count
+    a, b = next((i, j) for i in range(8) for j in range(8) if row_int[i] != row_int[j])
+    ri, rz = list(row_int), list(row_res0)
+    ri[a], ri[b], rz[a], rz[b] = ri[b], ri[a], rz[b], rz[a]
+    add("eclattice_row_coset_count", "payload_corrupt", "6.8.3",
+        f"eclattice rows {a} and {b} swap their row counts: sums hold, row {a}'s even c_0 count differs",
+        edit(lambda f: (set_rows(0, ri)(f), set_rows(1, rz)(f)), src=V))
+    # check 3: a row's residue count
+    a = next(i for i in range(8) if row_res0[i] < row_int[i])
+    b = next(i for i in range(8) if i != a and row_res0[i] > 0)
+    z = list(row_res0)
+    z[a] += 1
+    z[b] -= 1
+    add("eclattice_row_residue_count", "payload_corrupt", "6.8.3",
+        f"eclattice row_int_res0 moves one group from row {b} to row {a}: sums hold, the residues differ",
+        edit(set_rows(1, z), src=V))
+    add("eclattice_decoded_value_inf", "payload_corrupt", "6.8.5, 7.3",
+        "eclattice half_scale 3e38: a coordinate of magnitude 2 or more overflows to infinity",
+        edit(ep(half_scale=3e38), src=V))
+
 def invalid_cases() -> list:
     from pvqcodec.codecs.pvq import enumeration
 
@@ -1331,6 +1603,8 @@ def invalid_cases() -> list:
 
     pvqvr_invalid_cases(add, edit)
     ecsq_invalid_cases(add, edit)
+    ectcq_invalid_cases(add, edit)
+    eclattice_invalid_cases(add, edit)
 
     # ---- codecs without their own invalid list: the rules every codec shares ------------------
     for codec in all_codecs():

@@ -7,9 +7,9 @@ sizes and rates (one-limb and multi-limb shape indices), the trellis codec (ever
 row scales), the lattice codec (1 and 3 stages, row scales), the RHT with power-of-two and
 Paley blocks, the identity transform, raw tensors of every dtype, a scalar and an empty
 raw tensor; files whose payloads use the rans coding (spec 1.1) in table and uniform
-mode, in small chunks (`recode`); the pvqvr codec (spec 1.1), raw and rans-coded; and the
+mode, in small chunks (`recode`); the pvqvr codec (spec 1.1), raw and rans-coded; the
 ecsq codec (spec 1.1) as the encoder writes it (`--entropy auto`: rans table mode) and in
-small table-mode chunks.
+small table-mode chunks; and the ectcq and eclattice codecs (spec 1.2) the same ways.
 """
 
 import os
@@ -79,6 +79,21 @@ SEEDS = [
     ("ecsq_identity_8bit", [("w", (8, 64), "float32")],
      dict(codec="ecsq", bits=8.0, transform="identity", entropy="auto")),
     ("ecsq_chunks", [("w", (12, 20), "float16")], dict(codec="ecsq", bits=3.0, recode=(37, "auto"))),
+    # the ectcq codec (spec 1.2): row_a0 (32 bits, bounded by cols + 1), the union streams a0, a1;
+    # 8 and 256 states, rows walked in column strips with the RHT (cols > 64)
+    ("ectcq_rans_2bit", [("w", (8, 96), "float32"), ("v", (3, 20), "bfloat16")],
+     dict(codec="ectcq", bits=2.0, entropy="auto")),
+    ("ectcq_v3_identity", [("w", (6, 40), "float16")],
+     dict(codec="ectcq", bits=3.0, transform="identity", codec_options={"state_bits": 3})),
+    ("ectcq_chunks", [("w", (10, 24), "float32")], dict(codec="ectcq", bits=2.0, codec_options={"state_bits": 4},
+                                                        recode=((3, 11, 7), "auto"))),
+    # the eclattice codec (spec 1.2): row counts of w_r bits, first / mid / last streams, odd cols
+    ("eclattice_rans_2bit", [("w", (8, 96), "float32"), ("v", (3, 21), "bfloat16")],
+     dict(codec="eclattice", bits=2.0, entropy="auto")),
+    ("eclattice_identity_4bit", [("w", (5, 13), "float16")],
+     dict(codec="eclattice", bits=4.0, transform="identity")),
+    ("eclattice_chunks", [("w", (9, 24), "float32")], dict(codec="eclattice", bits=3.0,
+                                                           recode=((2, 5, 13, 7), "auto"))),
 ]
 
 # Codec options the encoder expects, by codec (the CLI's defaults).
@@ -89,6 +104,8 @@ DEFAULT_OPTIONS = {
     "pvqvr": {"group_size": 32, "gain_bits": None, "k_count": None, "k_span": None, "k_values": None,
               "zero_groups": False, "fixed": False},
     "ecsq": {},
+    "ectcq": {},
+    "eclattice": {},
 }
 
 

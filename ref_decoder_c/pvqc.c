@@ -1,11 +1,12 @@
 /*
- * pvqc.c - the C reference decoder of the pvqc format, version 1.1.
+ * pvqc.c - the C reference decoder of the pvqc format, version 1.2.
  *
  * Read this file beside the specification: spec/pvqc.md (sections 1-4, 6-10),
  * spec/coding-rans.md (4.3),
  * spec/transforms.md (section 5), spec/codecs/pvq.md with spec/codecs/pvq-enumeration.md
  * (section 6.2), spec/codecs/trellis.md (6.3), spec/codecs/lattice.md (6.4) and
- * spec/codecs/pvqvr.md (6.5) and spec/codecs/ecsq.md (6.6). Every function names the section it
+ * spec/codecs/pvqvr.md (6.5), spec/codecs/ecsq.md (6.6), spec/codecs/ectcq.md (6.7) and
+ * spec/codecs/eclattice.md (6.8). Every function names the section it
  * implements and quotes the rule it follows. The order of the file is the order of
  * the specification:
  *
@@ -18,7 +19,7 @@
  *         operation order (4.3.4); decoded into the raw coding's bit string
  *   5     transforms: identity, the randomized Hadamard transform (transforms.md 5.3)
  *   6     codecs: raw (6.1), PVQ (6.2 and its enumeration), pvqvr (6.5, beside PVQ),
- *         trellis (6.3), lattice (6.4), ecsq (6.6)
+ *         trellis (6.3), lattice (6.4), ecsq (6.6), ectcq (6.7), eclattice (6.8)
  *   7     the payload layout (7.1) and the decoding procedure (7.3), with the
  *         rounding to a storage dtype that its step 4 uses (10.3)
  *   API   the functions of pvqc.h
@@ -108,6 +109,27 @@ typedef struct payload_rec {
 } payload_rec;
 
 struct codec_def;
+struct tensor_rec;
+
+/* The walk through one row of a codec whose rows are walks (ectcq 6.7, eclattice 6.8):
+ * where the row's symbols start in its two counted stream families (the prefix sums of
+ * the row-count streams), where the walk stands in them, and the trellis state. */
+typedef struct ec_cursor {
+    uint64_t start[2];
+    uint64_t pos[2];
+    unsigned state;
+} ec_cursor;
+
+/* Per handle: one prefix sum of the row-count streams (row `row` of tensor `t` starts at
+ * `start`), and the cursors of rows [r0, r1) of tensor `ct` at column `col`, so that the
+ * column strips of decode_rows_rht resume the walks instead of restarting them. */
+typedef struct ec_rows {
+    const struct tensor_rec *t;
+    uint64_t row, start[2];
+    const struct tensor_rec *ct;
+    uint64_t r0, r1, col, cap;
+    ec_cursor *cur;
+} ec_rows;
 
 /* A TensorEntry (3.3): the raw directory fields, then what parsing its blocks gave. */
 typedef struct tensor_rec {
@@ -141,6 +163,10 @@ typedef struct tensor_rec {
     float ecsq_step;
     unsigned ecsq_n;                /* offset_count */
     const uint8_t *ecsq_offsets;    /* offset_count x little-endian f32 */
+    unsigned tcq_v;                 /* ectcq state_bits (also ecsq_step, ecsq_n, ecsq_offsets) */
+    uint64_t tcq_a0_count;
+    float ecl_half_scale;           /* eclattice */
+    uint64_t ecl_int_groups, ecl_res0_groups;
     float lat_scales[3];
     int checked;                    /* 1 once pvqc_check_tensor passed */
 } tensor_rec;
@@ -178,6 +204,7 @@ struct pvqc_file {
     struct lattice_tables *lattice; /* 6.4.4.2 and 6.4.5, built on first use */
     stream_set cache;               /* 4.3: the whole rans streams of the last tensor checked */
     stream_set *active;             /* the decoded rans streams that codecs read during a call */
+    ec_rows ecrows;                 /* row walks of ectcq and eclattice (6.7, 6.8) */
     uint32_t crc_table[256];        /* 2.3 */
     char message[640];
 };
@@ -1564,8 +1591,11 @@ typedef struct codec_def {
     pvqc_error (*decode)(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t r1, uint64_t c0, uint64_t c1, float *dst,
                          size_t ld);
     uint64_t (*col_align)(const tensor_rec *t);
-    /* The symbols [*s0, *s1) of stream i that decode reads for rows [r0, r1). */
-    void (*stream_range)(const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0, uint64_t *s1);
+    /* The symbols [*s0, *s1) of stream i that decode reads for rows [r0, r1). Streams
+     * 0 .. i-1 are readable (payload_stream) over their own ranges: a codec whose row
+     * starts depend on earlier streams (ectcq, eclattice) reads them there. */
+    void (*stream_range)(pvqc_file *f, const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0,
+                         uint64_t *s1);
     /* Section 4, bounded streams: the number of distinct bounds of stream i, with N - 1 of
      * each in b->plans[k].nm1 (zeroed by the caller) and, for more than one, the earlier
      * stream that holds each symbol's index into them in b->index_stream (else -1); 0 if
@@ -1694,8 +1724,10 @@ static uint64_t raw_col_align(const tensor_rec *t)
     return 1;
 }
 
-static void raw_stream_range(const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0, uint64_t *s1)
+static void raw_stream_range(pvqc_file *f, const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0,
+                             uint64_t *s1)
 {
+    (void)f;
     (void)i;
     rows_to_symbols(r0, r1, 1, t->cols, s0, s1);
 }
@@ -2089,8 +2121,10 @@ static pvqc_error pvq_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t 
 
 static uint64_t pvq_col_align(const tensor_rec *t) { return t->pvq_d; }
 
-static void pvq_stream_range(const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0, uint64_t *s1)
+static void pvq_stream_range(pvqc_file *f, const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0,
+                             uint64_t *s1)
 {
+    (void)f;
     rows_to_symbols(r0, r1, 1, i == 0 ? 1u : pvq_groups_per_row(t), s0, s1);
 }
 
@@ -2178,8 +2212,10 @@ static unsigned pvqvr_streams(const tensor_rec *t, stream_spec *out)
     return n + 1u;
 }
 
-static void pvqvr_stream_range(const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0, uint64_t *s1)
+static void pvqvr_stream_range(pvqc_file *f, const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0,
+                               uint64_t *s1)
 {
+    (void)f;
     rows_to_symbols(r0, r1, 1, i == 0 ? 1u : pvq_groups_per_row(t), s0, s1);
 }
 
@@ -2571,8 +2607,10 @@ static uint64_t trellis_col_align(const tensor_rec *t)
     return TRELLIS_TILE;
 }
 
-static void trellis_stream_range(const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0, uint64_t *s1)
+static void trellis_stream_range(pvqc_file *f, const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0,
+                                 uint64_t *s1)
 {
+    (void)f;
     if (i == 0) rows_to_symbols(r0, r1, TRELLIS_TILE, 8u * t->tr_k * trellis_tile_cols(t), s0, s1);
     else rows_to_symbols(r0, r1, 1, 1, s0, s1);
 }
@@ -2820,8 +2858,10 @@ static uint64_t lattice_col_align(const tensor_rec *t)
     return 8;
 }
 
-static void lattice_stream_range(const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0, uint64_t *s1)
+static void lattice_stream_range(pvqc_file *f, const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0,
+                                 uint64_t *s1)
 {
+    (void)f;
     rows_to_symbols(r0, r1, 1, t->lat_row_scales && i == 0 ? 1u : lattice_groups_per_row(t), s0, s1);
 }
 
@@ -2883,19 +2923,24 @@ static pvqc_error ecsq_check(pvqc_file *f, tensor_rec *t)
     return PVQC_OK;
 }
 
-/* 6.6.3 and 6.6.4, for symbol s: "m = (s + 1) div 2; negative = s != 0 and s mod 2 == 0;
- * off(m) = offsets[min(m, n) - 1] for n >= 1 and 0 for n = 0; if m == 0: x = +0.0; else
- * t = float32(m) - off(m); a = t * step; x = -a if negative else a" (float32(m) is exact:
- * m <= 32768; the negation flips the sign bit only). */
-static float ecsq_value(const tensor_rec *t, unsigned s)
+/* 6.6.4 Decoded value of magnitude m and a sign, also ectcq's (6.7.6, m <= 65536): "off(m) =
+ * offsets[min(m, n) - 1] for n >= 1 and 0 for n = 0; if m == 0: x = +0.0; else
+ * t = float32(m) - off(m); a = t * step; x = -a if negative else a" (float32(m) is exact;
+ * the negation flips the sign bit only). */
+static float ecsq_magnitude_value(const tensor_rec *t, uint32_t m, int negative)
 {
-    const unsigned m = (s + 1u) >> 1;
     float off, d, a;
     if (m == 0) return 0.0f;
     off = t->ecsq_n ? lef32(t->ecsq_offsets + 4u * ((m < t->ecsq_n ? m : t->ecsq_n) - 1u)) : 0.0f;
     d = (float)m - off;
     a = d * t->ecsq_step;
-    return (s & 1u) ? a : -a;
+    return negative ? -a : a;
+}
+
+/* 6.6.3 for symbol s: "m = (s + 1) div 2; negative = s != 0 and s mod 2 == 0" (m <= 32768). */
+static float ecsq_value(const tensor_rec *t, unsigned s)
+{
+    return ecsq_magnitude_value(t, (s + 1u) >> 1, (s & 1u) == 0);
 }
 
 /* 6.6.4 "x is the value of W' at the symbol's row and column." */
@@ -2907,6 +2952,542 @@ static pvqc_error ecsq_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t
         float *out = dst + (r - r0) * ld;
         for (uint64_t c = c0; c < c1; c++) out[c - c0] = ecsq_value(t, (unsigned)stream_symbol(&s, r * t->cols + c));
     }
+    return PVQC_OK;
+}
+
+/* ---- Rows that are walks: ectcq (6.7) and eclattice (6.8) ------------------------------
+ * In both codecs a row's symbols start in each stream where the prefix sums of the
+ * row-count streams (streams 0 and, for eclattice, 1) say, and a row decodes from its
+ * first column on. The helpers below keep what makes row ranges and column strips cheap:
+ * one prefix sum per handle, and the walk cursors of the last strip's rows. */
+
+static unsigned ec_row_count_streams(const tensor_rec *t) { return t->codec_id == 7u ? 2u : 1u; }
+
+/* "The number of bits of n": the least w with 2^w > n (the width of a row-count stream). */
+static unsigned ec_count_bits(uint64_t n)
+{
+    unsigned w = 0;
+    while (w < 64 && (n >> w) != 0) w++;
+    return w;
+}
+
+/* Remember that row r of t starts at start[]. */
+static void ec_row_memo(pvqc_file *f, const tensor_rec *t, uint64_t r, const uint64_t start[2])
+{
+    f->ecrows.t = t;
+    f->ecrows.row = r;
+    f->ecrows.start[0] = start[0];
+    f->ecrows.start[1] = start[1];
+}
+
+/* start[k] = the sum of stream k's symbols 0 .. r-1 (k < ec_row_count_streams), from the
+ * handle's memo when it stands at or before row r. */
+static void ec_row_start(pvqc_file *f, const tensor_rec *t, uint64_t r, uint64_t start[2])
+{
+    ec_rows *m = &f->ecrows;
+    uint64_t row = 0, s[2] = {0, 0};
+    if (m->t == t && m->row <= r) {
+        row = m->row;
+        s[0] = m->start[0];
+        s[1] = m->start[1];
+    }
+    for (unsigned k = 0; k < ec_row_count_streams(t); k++) {
+        const stream_view v = payload_stream(f, t, k);
+        /* a symbol of a row-count stream is below 2^width <= 2 cols: the sum stays below 2^49 */
+        for (uint64_t i = row; i < r; i++) s[k] += stream_symbol(&v, i);
+    }
+    start[0] = s[0];
+    start[1] = s[1];
+    ec_row_memo(f, t, r, start);
+}
+
+/* A decode call over rows [r0, r1) from column `col`: 1 if the handle holds those rows'
+ * cursors at `col` (the previous strip stopped there). Otherwise, if the call will stop
+ * before the rows' end (`keep`), room for the cursors it leaves. */
+static pvqc_error ec_cursors_begin(pvqc_file *f, const tensor_rec *t, uint64_t r0, uint64_t r1, uint64_t col, int keep,
+                                   int *resume)
+{
+    ec_rows *m = &f->ecrows;
+    uint64_t bytes;
+    *resume = m->ct == t && m->r0 == r0 && m->r1 == r1 && m->col == col;
+    if (*resume || !keep) return PVQC_OK;
+    m->ct = NULL;
+    if (r1 - r0 <= m->cap) return PVQC_OK;
+    xfree(f, m->cur);
+    m->cur = NULL;
+    m->cap = 0;
+    if (!mul_u64(r1 - r0, sizeof(ec_cursor), &bytes) || !(m->cur = (ec_cursor *)xalloc(f, bytes)))
+        return out_of_memory(f, "row cursors");
+    m->cap = r1 - r0;
+    return PVQC_OK;
+}
+
+/* The end of such a call: the cursors stand at `col` (kept) or are dropped. */
+static void ec_cursors_end(pvqc_file *f, const tensor_rec *t, uint64_t r0, uint64_t r1, uint64_t col, int keep)
+{
+    ec_rows *m = &f->ecrows;
+    m->ct = keep ? t : NULL;
+    m->r0 = r0;
+    m->r1 = r1;
+    m->col = col;
+}
+
+/* ---- 6.7 The entropy-constrained trellis-coded codec (id 6, spec/codecs/ectcq.md) ------ */
+
+/* 6.7.4 Ungerboeck's parity-check polynomials h0, h1 for v = 3 .. 8 state bits. */
+static const unsigned ECTCQ_H0[9] = {0, 0, 0, 013, 023, 045, 0103, 0235, 0515};
+static const unsigned ECTCQ_H1[9] = {0, 0, 0, 004, 004, 010, 0024, 0126, 0362};
+
+/* 6.7.1 Parameter block: "step f32 finite and > 0; state_bits (v) u8 3 to 8; flags u8 0;
+ * offset_count (n) u16; a0_count u64 at most rows * cols; offsets n x f32 finite values.
+ * The block is exactly 16 + 4 n bytes ... the fields are checked in the order of the
+ * table." */
+static pvqc_error ectcq_parse_params(pvqc_file *f, tensor_rec *t)
+{
+    reader r, offs;
+    unsigned v, flags, n;
+    uint32_t step_bits;
+    uint64_t a0_count;
+    float step;
+    rd_init(&r, t->cparams, t->cparams_len);
+    if (!rd_u32(&r, &step_bits) || !rd_u8(&r, &v) || !rd_u8(&r, &flags) || !rd_u16(&r, &n) ||
+        !rd_u64(&r, &a0_count) || !rd_sub(&r, 4ull * n, &offs))
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ectcq codec: cannot parse its parameter block",
+                    NAME_ARG(t));
+    if (!rd_done(&r))
+        return fail(f, PVQC_ERR_PARAMS_INVALID,
+                    "tensor " NAME_FMT ": ectcq codec: parameter block is %llu bytes but its fields use %llu",
+                    NAME_ARG(t), (ull)t->cparams_len, (ull)r.pos);
+    step = u32_as_f32(step_bits);
+    if ((step_bits & 0x7F800000u) == 0x7F800000u || !(step > 0.0f))
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ectcq step %.9g is not a finite value > 0",
+                    NAME_ARG(t), (double)step);
+    if (v < 3 || v > 8)
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ectcq state_bits %u outside 3..8", NAME_ARG(t), v);
+    if (flags != 0)
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ectcq flags 0x%02x: no flag is defined, must be 0",
+                    NAME_ARG(t), flags);
+    if (a0_count > t->numel)
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ectcq a0_count %llu exceeds rows * cols = %llu",
+                    NAME_ARG(t), (ull)a0_count, (ull)t->numel);
+    for (unsigned k = 0; k < n; k++)
+        if ((le32(offs.data + 4u * k) & 0x7F800000u) == 0x7F800000u)
+            return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ectcq offset %u is not finite", NAME_ARG(t), k);
+    t->ecsq_step = step;
+    t->ecsq_n = n;
+    t->ecsq_offsets = offs.data;
+    t->tcq_v = v;
+    t->tcq_a0_count = a0_count;
+    return PVQC_OK;
+}
+
+/* 6.7.3 Streams: row_a0 (rows x count_bits, bounded by cols + 1; "count_bits is the number
+ * of bits of cols"), a0 (a0_count x 16), a1 (rows * cols - a0_count x 16). */
+static unsigned ectcq_streams(const tensor_rec *t, stream_spec *out)
+{
+    out[0].name = "row_a0";
+    out[0].count = t->rows;
+    out[0].width = ec_count_bits(t->cols);
+    out[1].name = "a0";
+    out[1].count = t->tcq_a0_count;
+    out[1].width = 16;
+    out[2].name = "a1";
+    out[2].count = t->numel - t->tcq_a0_count;
+    out[2].width = 16;
+    return 3;
+}
+
+/* 6.7.3 "row_a0 ... bounded (section 4): every bound is cols + 1". */
+static unsigned ectcq_stream_bounds(pvqc_file *f, const tensor_rec *t, unsigned i, rans_bounds *b)
+{
+    (void)f;
+    if (i != 0) return 0;
+    b->plans[0].nm1[0] = t->cols;
+    return 1;
+}
+
+/* 6.7.3 "Row r's symbols start at start0(r) = row_a0[0] + .. + row_a0[r-1] in a0 and at
+ * start1(r) = r * cols - start0(r) in a1"; row_a0 itself is read from row 0 on. */
+static void ectcq_stream_range(pvqc_file *f, const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1, uint64_t *s0,
+                               uint64_t *s1)
+{
+    uint64_t a[2], b[2];
+    if (i == 0) {
+        *s0 = 0;
+        *s1 = r1;
+        return;
+    }
+    ec_row_start(f, t, r0, a);
+    ec_row_start(f, t, r1, b);
+    *s0 = i == 1 ? a[0] : r0 * t->cols - a[0];
+    *s1 = i == 1 ? b[0] : r1 * t->cols - b[0];
+}
+
+/* 6.7.4 next(S, z1): "w'_k = w_(k+1) xor (h1_k and z1) xor (h0_k and u), k = 1 .. v, with
+ * w_(v+1) = 0", w_k = bit k-1 of S, u = S mod 2. Bit k-1 of S >> 1 is w_(k+1) (0 for k = v,
+ * as S < 2^v), and bit k-1 of h >> 1 is h_k, so the rule is three shifts and xors. */
+static unsigned ectcq_next_state(unsigned v, unsigned S, unsigned z1)
+{
+    return (S >> 1) ^ (z1 ? ECTCQ_H1[v] >> 1 : 0u) ^ ((S & 1u) ? ECTCQ_H0[v] >> 1 : 0u);
+}
+
+/* 6.7.6 The walk of row r over columns [c, c_end) from cursor `cur` (k0 = pos[0] -
+ * start[0]; k1 = c - k0), writing W'[r][c] to out[c - c0] for c >= c0 when out is not NULL:
+ *   u = S mod 2; "if u == 0: if k0 == row_a0[r]: payload_corrupt; s = a0[start0(r) + k0];
+ *   else: if k1 == cols - row_a0[r]: payload_corrupt; s = a1[start1(r) + k1];
+ *   j = s + 1 if (s + u) is odd, else -s (6.7.5); W'[r][i] = the ecsq value (6.6.4) of
+ *   magnitude m = |j| and sign negative = (j < 0); S = next(S, z1) with z1 = (j mod 4) div 2".
+ * Returns 0 where the row takes more symbols of a union than its count gives. */
+static int ectcq_walk(const tensor_rec *t, const stream_view *a0, const stream_view *a1, uint64_t r, uint64_t row_a0,
+                      ec_cursor *cur, uint64_t c, uint64_t c_end, float *out, uint64_t c0)
+{
+    const uint64_t cols = t->cols, start1 = r * cols - cur->start[0];
+    const unsigned v = t->tcq_v;
+    unsigned S = cur->state;
+    uint64_t k0 = cur->pos[0] - cur->start[0];
+    int ok = 1;
+    for (; c < c_end; c++) {
+        const unsigned u = S & 1u;
+        unsigned s, odd;
+        uint32_t j;
+        if (u == 0) {
+            if (k0 == row_a0) { ok = 0; break; }
+            s = (unsigned)stream_symbol(a0, cur->start[0] + k0++);
+        } else {
+            if (c - k0 == cols - row_a0) { ok = 0; break; }
+            s = (unsigned)stream_symbol(a1, start1 + (c - k0));
+        }
+        odd = (s + u) & 1u;
+        j = odd ? s + 1u : 0u - s;       /* two's complement of j */
+        if (out && c >= c0) out[c - c0] = ecsq_magnitude_value(t, odd ? s + 1u : s, !odd && s != 0);
+        S = ectcq_next_state(v, S, (j >> 1) & 1u);
+    }
+    cur->state = S;
+    cur->pos[0] = cur->start[0] + k0;
+    return ok;
+}
+
+/* 6.7.3 / 6.7.6 content rules over the whole tensor, in order: "A row_a0[r] above cols is
+ * payload_corrupt by the stream's bound"; "The sum of all row_a0[r] must be exactly
+ * a0_count"; every row's walk takes exactly row_a0[r] symbols of a0. */
+static pvqc_error ectcq_check(pvqc_file *f, tensor_rec *t)
+{
+    const stream_view rc = payload_stream(f, t, 0), a0 = payload_stream(f, t, 1), a1 = payload_stream(f, t, 2);
+    uint64_t sum = 0, r;
+    for (r = 0; r < t->rows; r++) {
+        const uint64_t n = stream_symbol(&rc, r);
+        if (n > t->cols)
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, "tensor " NAME_FMT ": ectcq row_a0 of row %llu is %llu, above cols %llu",
+                        NAME_ARG(t), (ull)r, (ull)n, (ull)t->cols);
+        sum += n;
+    }
+    if (sum != t->tcq_a0_count)
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, "tensor " NAME_FMT ": ectcq row_a0 sums to %llu, a0_count is %llu",
+                    NAME_ARG(t), (ull)sum, (ull)t->tcq_a0_count);
+    sum = 0;
+    for (r = 0; r < t->rows; r++) {
+        const uint64_t n = stream_symbol(&rc, r);
+        ec_cursor cur;
+        cur.start[0] = cur.pos[0] = sum;
+        cur.start[1] = cur.pos[1] = 0;
+        cur.state = 0;
+        if (!ectcq_walk(t, &a0, &a1, r, n, &cur, 0, t->cols, NULL, 0))
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT,
+                        "tensor " NAME_FMT ": ectcq row %llu does not take row_a0[r] = %llu values of union A_0",
+                        NAME_ARG(t), (ull)r, (ull)n);
+        sum += n;
+    }
+    return PVQC_OK;
+}
+
+/* 6.7.6 "Each row r is decoded on its own, by a walk through the trellis from state 0",
+ * over columns [c0, c1) of rows [r0, r1): resumed from the handle's cursors when the call
+ * continues the previous strip, else walked from column 0. */
+static pvqc_error ectcq_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t r1, uint64_t c0, uint64_t c1,
+                               float *dst, size_t ld)
+{
+    const stream_view rc = payload_stream(f, t, 0), a0 = payload_stream(f, t, 1), a1 = payload_stream(f, t, 2);
+    const int keep = c1 < t->cols;
+    uint64_t start[2];
+    int resume;
+    pvqc_error e = ec_cursors_begin(f, t, r0, r1, c0, keep, &resume);
+    if (e != PVQC_OK) return e;
+    if (!resume) ec_row_start(f, t, r0, start);
+    for (uint64_t r = r0; r < r1; r++) {
+        const uint64_t n = stream_symbol(&rc, r);
+        ec_cursor cur;
+        int ok = 1;
+        if (resume) {
+            cur = f->ecrows.cur[r - r0];
+        } else {
+            cur.start[0] = cur.pos[0] = start[0];
+            cur.start[1] = cur.pos[1] = 0;
+            cur.state = 0;
+            start[0] += n;
+            if (c0 > 0) ok = ectcq_walk(t, &a0, &a1, r, n, &cur, 0, c0, NULL, 0);
+        }
+        if (ok) ok = ectcq_walk(t, &a0, &a1, r, n, &cur, c0, c1, dst + (r - r0) * ld, c0);
+        if (!ok) { /* the check rejects such rows first */
+            ec_cursors_end(f, t, r0, r1, c1, 0);
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, "tensor " NAME_FMT ": ectcq row %llu is corrupt", NAME_ARG(t),
+                        (ull)r);
+        }
+        if (keep) f->ecrows.cur[r - r0] = cur;
+    }
+    if (!resume) ec_row_memo(f, t, r1, start);
+    ec_cursors_end(f, t, r0, r1, c1, keep);
+    return PVQC_OK;
+}
+
+/* ---- 6.8 The entropy-coded E8 lattice codec (id 7, spec/codecs/eclattice.md) ------------ */
+
+/* 6.8.2 "G_r = ceil(cols / 8)" groups per row. */
+static uint64_t eclattice_groups_per_row(const tensor_rec *t) { return (t->cols + 7u) / 8u; }
+
+/* 6.8.1 Parameter block (exactly 24 bytes): "half_scale f32 finite and > 0; flags u8 0;
+ * reserved 3 x u8 0 each; int_groups u64 at most G; int_res0_groups u64 at most int_groups
+ * ... the fields are checked in the order of the table". */
+static pvqc_error eclattice_parse_params(pvqc_file *f, tensor_rec *t)
+{
+    reader r;
+    unsigned flags, res[3];
+    uint32_t hs_bits;
+    uint64_t n_i, n_0;
+    float hs;
+    rd_init(&r, t->cparams, t->cparams_len);
+    if (!rd_u32(&r, &hs_bits) || !rd_u8(&r, &flags) || !rd_u8(&r, &res[0]) || !rd_u8(&r, &res[1]) ||
+        !rd_u8(&r, &res[2]) || !rd_u64(&r, &n_i) || !rd_u64(&r, &n_0))
+        return fail(f, PVQC_ERR_PARAMS_INVALID,
+                    "tensor " NAME_FMT ": eclattice codec: cannot parse its parameter block", NAME_ARG(t));
+    if (!rd_done(&r))
+        return fail(f, PVQC_ERR_PARAMS_INVALID,
+                    "tensor " NAME_FMT ": eclattice codec: parameter block is %llu bytes but its fields use %llu",
+                    NAME_ARG(t), (ull)t->cparams_len, (ull)r.pos);
+    hs = u32_as_f32(hs_bits);
+    if ((hs_bits & 0x7F800000u) == 0x7F800000u || !(hs > 0.0f))
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": eclattice half_scale %.9g is not a finite value > 0",
+                    NAME_ARG(t), (double)hs);
+    if (flags != 0)
+        return fail(f, PVQC_ERR_PARAMS_INVALID,
+                    "tensor " NAME_FMT ": eclattice flags 0x%02x: no flag is defined, must be 0", NAME_ARG(t), flags);
+    for (unsigned k = 0; k < 3; k++)
+        if (res[k] != 0)
+            return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": eclattice reserved byte %u is 0x%02x, must be 0",
+                        NAME_ARG(t), k, res[k]);
+    if (n_i > t->rows * eclattice_groups_per_row(t))
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": eclattice int_groups %llu exceeds the %llu groups",
+                    NAME_ARG(t), (ull)n_i, (ull)(t->rows * eclattice_groups_per_row(t)));
+    if (n_0 > n_i)
+        return fail(f, PVQC_ERR_PARAMS_INVALID,
+                    "tensor " NAME_FMT ": eclattice int_res0_groups %llu exceeds int_groups %llu", NAME_ARG(t),
+                    (ull)n_0, (ull)n_i);
+    t->ecl_half_scale = hs;
+    t->ecl_int_groups = n_i;
+    t->ecl_res0_groups = n_0;
+    return PVQC_OK;
+}
+
+/* 6.8.3 Streams. "w_r = the number of bits of G_r": row_int, row_int_res0 (rows x w_r);
+ * first (G), mid_int (6 n_i), mid_half (6 (G - n_i)), last_res0 (n_0), last_res2
+ * (n_i - n_0), last_half (G - n_i), all 16 bits. */
+static unsigned eclattice_streams(const tensor_rec *t, stream_spec *out)
+{
+    static const char *const names[8] = {"row_int", "row_int_res0", "first", "mid_int",
+                                         "mid_half", "last_res0", "last_res2", "last_half"};
+    const uint64_t G = t->rows * eclattice_groups_per_row(t), n_i = t->ecl_int_groups, n_0 = t->ecl_res0_groups;
+    const uint64_t count[8] = {t->rows, t->rows, G, 6u * n_i, 6u * (G - n_i), n_0, n_i - n_0, G - n_i};
+    for (unsigned i = 0; i < 8; i++) {
+        out[i].name = names[i];
+        out[i].count = count[i];
+        out[i].width = i < 2 ? ec_count_bits(eclattice_groups_per_row(t)) : 16u;
+    }
+    return 8;
+}
+
+/* 6.8.3 row_int and row_int_res0: "bounded (section 4): every bound is G_r + 1". */
+static unsigned eclattice_stream_bounds(pvqc_file *f, const tensor_rec *t, unsigned i, rans_bounds *b)
+{
+    (void)f;
+    if (i > 1) return 0;
+    b->plans[0].nm1[0] = eclattice_groups_per_row(t);
+    return 1;
+}
+
+/* 6.8.3 "row r starts at symbol r G_r of first, 6 I_<r of mid_int, 6 (r G_r - I_<r) of
+ * mid_half, Z_<r of last_res0, I_<r - Z_<r of last_res2 and r G_r - I_<r of last_half";
+ * the row-count streams are read from row 0 on. */
+static void eclattice_stream_range(pvqc_file *f, const tensor_rec *t, unsigned i, uint64_t r0, uint64_t r1,
+                                   uint64_t *s0, uint64_t *s1)
+{
+    const uint64_t gr = eclattice_groups_per_row(t);
+    uint64_t a[2], b[2], rr[2] = {r0, r1}, *o[2] = {s0, s1}, *st[2] = {a, b};
+    if (i < 2) {
+        *s0 = 0;
+        *s1 = r1;
+        return;
+    }
+    ec_row_start(f, t, r0, a);
+    ec_row_start(f, t, r1, b);
+    for (unsigned k = 0; k < 2; k++) {
+        const uint64_t g = rr[k] * gr, I = st[k][0], Z = st[k][1];
+        *o[k] = i == 2 ? g : i == 3 ? 6u * I : i == 4 ? 6u * (g - I) : i == 5 ? Z : i == 6 ? I - Z : g - I;
+    }
+}
+
+/* 6.8.3 "unzigzag(s) = (s + 1) / 2 for odd s and -s / 2 for even s". */
+static int32_t eclattice_unzigzag(unsigned s) { return (s & 1u) ? (int32_t)((s + 1u) >> 1) : -(int32_t)(s >> 1); }
+
+/* 6.8.4 step 1: "c_0 = unzigzag(s) of the next first symbol; the coset is k = c_0 mod 2". */
+static int32_t eclattice_c0(const stream_view *first, uint64_t g)
+{
+    return eclattice_unzigzag((unsigned)stream_symbol(first, g));
+}
+
+/* 6.8.4 step 2: "for k = 0, c_i = 2 * unzigzag(s) of the next six mid_int symbols; for
+ * k = 1, c_i = 2 * unzigzag(s) + 1 of the next six mid_half symbols", from symbol 6 p of
+ * `mid` (the stream of coset k). */
+static void eclattice_mid(const stream_view *mid, uint64_t p, unsigned k, int32_t c[8])
+{
+    for (unsigned i = 1; i < 7; i++)
+        c[i] = 2 * eclattice_unzigzag((unsigned)stream_symbol(mid, 6u * p + (i - 1u))) + (int32_t)k;
+}
+
+/* 6.8.4 step 3: "r = (-(c_0 + c_1 + .. + c_6)) mod 4" (|c_i| < 2^17: the sum fits). */
+static unsigned eclattice_residue(const int32_t c[8])
+{
+    int64_t sum = 0;
+    for (unsigned i = 0; i < 7; i++) sum += c[i];
+    return (unsigned)(0u - (uint64_t)sum) & 3u;
+}
+
+/* 6.8.4 step 4, c_7 of residue r from symbol s of its stream: "r = 0: 4 * unzigzag(s); r = 2:
+ * 4 * unzigzag(s) + 2; r = 1: 4 * unzigzag(s) + 1; r = 3: -(4 * unzigzag(s) + 1)". */
+static int32_t eclattice_c7(unsigned r, unsigned s)
+{
+    const int32_t q = 4 * eclattice_unzigzag(s);
+    return r == 0 ? q : r == 2 ? q + 2 : r == 1 ? q + 1 : -(q + 1);
+}
+
+/* 6.8.4 and 6.8.5 for groups [j, j_end) of row r, from cursor `cur` (pos[0]: the tensor's
+ * integer-coset groups before the next group, pos[1]: its residue-0 groups before it).
+ * Writes "x_i = float32(c_i) * half_scale" to out[col - c0] for the columns 8j + i in
+ * [c0, c1). The row-count checks of 6.8.3 have passed: every position lies in its stream.
+ * v: the eight streams. */
+static void eclattice_walk(const tensor_rec *t, const stream_view *v, uint64_t r, ec_cursor *cur, uint64_t j,
+                           uint64_t j_end, float *out, uint64_t c0, uint64_t c1)
+{
+    const uint64_t gr = eclattice_groups_per_row(t);
+    const float hs = t->ecl_half_scale;
+    for (; j < j_end; j++) {
+        const uint64_t g = r * gr + j, half = g - cur->pos[0]; /* half-integer groups before g */
+        int32_t c[8];
+        unsigned k, res;
+        c[0] = eclattice_c0(&v[2], g);
+        k = (unsigned)c[0] & 1u;
+        eclattice_mid(&v[3 + k], k ? half : cur->pos[0], k, c);
+        res = eclattice_residue(c);
+        if (res == 0) c[7] = eclattice_c7(0, (unsigned)stream_symbol(&v[5], cur->pos[1]++));
+        else if (res == 2) c[7] = eclattice_c7(2, (unsigned)stream_symbol(&v[6], cur->pos[0] - cur->pos[1]));
+        else c[7] = eclattice_c7(res, (unsigned)stream_symbol(&v[7], half));
+        if (k == 0) cur->pos[0]++;
+        if (out)
+            for (unsigned i = 0; i < 8; i++) {
+                const uint64_t col = 8u * j + i;
+                if (col >= c0 && col < c1) out[col - c0] = (float)c[i] * hs;
+            }
+    }
+}
+
+static void eclattice_views(const pvqc_file *f, const tensor_rec *t, stream_view v[8])
+{
+    for (unsigned i = 0; i < 8; i++) v[i] = payload_stream(f, t, i);
+}
+
+/* 6.8.3 "Row counts (checks, payload_corrupt, in this order): 1. after streams 0 and 1:
+ * the sums are n_i and n_0, and Z_r <= I_r for every row (a symbol above G_r already broke
+ * its bound); 2. after stream 2: the number of groups of row r whose c_0 is even is I_r;
+ * 3. after streams 3 and 4: the number of integer-coset groups of row r with residue 0 is
+ * Z_r". */
+static pvqc_error eclattice_check(pvqc_file *f, tensor_rec *t)
+{
+    const uint64_t gr = eclattice_groups_per_row(t);
+    stream_view v[8];
+    uint64_t sum_i = 0, sum_0 = 0, r, j, p;
+    eclattice_views(f, t, v);
+    for (r = 0; r < t->rows; r++) {
+        const uint64_t I = stream_symbol(&v[0], r), Z = stream_symbol(&v[1], r);
+        if (I > gr || Z > gr)
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT,
+                        "tensor " NAME_FMT ": eclattice row count of row %llu is above its bound G_r + 1 = %llu",
+                        NAME_ARG(t), (ull)r, (ull)(gr + 1u));
+        sum_i += I;
+        sum_0 += Z;
+    }
+    if (sum_i != t->ecl_int_groups || sum_0 != t->ecl_res0_groups)
+        return fail(f, PVQC_ERR_PAYLOAD_CORRUPT,
+                    "tensor " NAME_FMT ": eclattice row counts sum to %llu and %llu; int_groups %llu, int_res0_groups %llu",
+                    NAME_ARG(t), (ull)sum_i, (ull)sum_0, (ull)t->ecl_int_groups, (ull)t->ecl_res0_groups);
+    for (r = 0; r < t->rows; r++)
+        if (stream_symbol(&v[1], r) > stream_symbol(&v[0], r))
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT, "tensor " NAME_FMT ": eclattice row %llu has Z_r > I_r", NAME_ARG(t),
+                        (ull)r);
+    for (r = 0; r < t->rows; r++) {
+        uint64_t even = 0;
+        for (j = 0; j < gr; j++) even += ((unsigned)eclattice_c0(&v[2], r * gr + j) & 1u) == 0;
+        if (even != stream_symbol(&v[0], r))
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT,
+                        "tensor " NAME_FMT ": eclattice row %llu has %llu integer-coset groups; row_int says %llu",
+                        NAME_ARG(t), (ull)r, (ull)even, (ull)stream_symbol(&v[0], r));
+    }
+    for (r = 0, p = 0; r < t->rows; r++) {
+        uint64_t zeros = 0;
+        for (j = 0; j < gr; j++) {
+            int32_t c[8];
+            c[0] = eclattice_c0(&v[2], r * gr + j);
+            if ((unsigned)c[0] & 1u) continue;
+            eclattice_mid(&v[3], p++, 0, c);
+            zeros += eclattice_residue(c) == 0;
+        }
+        if (zeros != stream_symbol(&v[1], r))
+            return fail(f, PVQC_ERR_PAYLOAD_CORRUPT,
+                        "tensor " NAME_FMT ": eclattice row %llu has %llu residue-0 groups; row_int_res0 says %llu",
+                        NAME_ARG(t), (ull)r, (ull)zeros, (ull)stream_symbol(&v[1], r));
+    }
+    return PVQC_OK;
+}
+
+/* 6.8.4 / 6.8.5 over the groups that cover columns [c0, c1) of rows [r0, r1): resumed from
+ * the handle's cursors when the call continues the previous strip, else from the row's
+ * first group. Padding columns (>= cols) are computed and discarded. */
+static pvqc_error eclattice_decode(pvqc_file *f, tensor_rec *t, uint64_t r0, uint64_t r1, uint64_t c0, uint64_t c1,
+                                   float *dst, size_t ld)
+{
+    const uint64_t j0 = c0 / 8u, j1 = (c1 + 7u) / 8u;
+    const int keep = c1 < t->cols;
+    stream_view v[8];
+    uint64_t start[2];
+    int resume;
+    pvqc_error e = ec_cursors_begin(f, t, r0, r1, 8u * j0, keep, &resume);
+    if (e != PVQC_OK) return e;
+    eclattice_views(f, t, v);
+    if (!resume) ec_row_start(f, t, r0, start);
+    for (uint64_t r = r0; r < r1; r++) {
+        ec_cursor cur;
+        if (resume) {
+            cur = f->ecrows.cur[r - r0];
+        } else {
+            cur.start[0] = cur.pos[0] = start[0];
+            cur.start[1] = cur.pos[1] = start[1];
+            cur.state = 0;
+            start[0] += stream_symbol(&v[0], r);
+            start[1] += stream_symbol(&v[1], r);
+            eclattice_walk(t, v, r, &cur, 0, j0, NULL, 0, 0);
+        }
+        eclattice_walk(t, v, r, &cur, j0, j1, dst + (r - r0) * ld, c0, c1);
+        if (keep) f->ecrows.cur[r - r0] = cur;
+    }
+    if (!resume) ec_row_memo(f, t, r1, start);
+    ec_cursors_end(f, t, r0, r1, 8u * j1, keep);
     return PVQC_OK;
 }
 
@@ -2925,6 +3506,10 @@ static const codec_def CODECS[] = {
      pvqvr_stream_range, pvqvr_stream_bounds},
     {5, "ecsq", 1, 0, ecsq_parse_params, ecsq_streams, ecsq_check, ecsq_decode, raw_col_align, raw_stream_range,
      no_stream_bounds},
+    {6, "ectcq", 1, 0, ectcq_parse_params, ectcq_streams, ectcq_check, ectcq_decode, raw_col_align,
+     ectcq_stream_range, ectcq_stream_bounds},
+    {7, "eclattice", 1, 0, eclattice_parse_params, eclattice_streams, eclattice_check, eclattice_decode,
+     lattice_col_align, eclattice_stream_range, eclattice_stream_bounds},
 };
 
 static const codec_def *codec_by_id(unsigned id)
@@ -2984,7 +3569,7 @@ static pvqc_error check_tensor_entry(pvqc_file *f, tensor_rec *t, size_t index)
                     t->transform_id);
     t->codec = codec_by_id(t->codec_id);
     if (!t->codec)
-        return fail(f, PVQC_ERR_CODEC_UNKNOWN, "unknown codec id %u; this reader knows 0 (raw), 1 (pvq), 2 (trellis), 3 (lattice), 4 (pvqvr), 5 (ecsq)",
+        return fail(f, PVQC_ERR_CODEC_UNKNOWN, "unknown codec id %u; this reader knows 0 (raw), 1 (pvq), 2 (trellis), 3 (lattice), 4 (pvqvr), 5 (ecsq), 6 (ectcq), 7 (eclattice)",
                     t->codec_id);
     if (numel == 0 && t->codec->quantizes)
         return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": a tensor with no elements must use the raw codec",
@@ -3479,6 +4064,7 @@ void pvqc_close(pvqc_file *f)
     xfree(f, f->table.counts);
     xfree(f, f->lattice);
     stream_set_free(f, &f->cache);
+    xfree(f, f->ecrows.cur);
     xfree(f, f->owned);
     f->al.free(f->al.opaque, f);
 }
@@ -3626,17 +4212,18 @@ pvqc_error pvqc_decode_rows(pvqc_file *f, size_t index, uint64_t row_begin, uint
                 b = (b + t->rht_row_block - 1u) / t->rht_row_block * t->rht_row_block;
                 if (b > t->rows) b = t->rows;
             }
+            f->active = &part; /* stream_range may read the streams before i */
             for (unsigned i = 0; i < t->payload_count && e == PVQC_OK; i++) {
                 uint64_t s0, s1;
                 if (t->payloads[i].coding == 0) continue;
-                t->codec->stream_range(t, i, a, b, &s0, &s1);
+                t->codec->stream_range(f, t, i, a, b, &s0, &s1);
                 e = rans_stream_decode(f, t, i, s0, s1, &part);
             }
             if (e != PVQC_OK) {
+                f->active = NULL;
                 stream_set_free(f, &part);
                 return e;
             }
-            f->active = &part;
         }
     }
     e = decode_rows_with_streams(f, t, row_begin, row_end, out_dtype, out, n, esize);

@@ -1,10 +1,11 @@
 /*
- * pvqc.h - the C reference decoder of the pvqc format, version 1.1.
+ * pvqc.h - the C reference decoder of the pvqc format, version 1.2.
  *
  * One header and one source file (pvqc.c), C99, nothing beyond the C standard
  * library. The source follows the specification (spec/pvqc.md, spec/transforms.md,
  * spec/coding-rans.md, spec/codecs/pvq.md, spec/codecs/pvq-enumeration.md,
- * spec/codecs/trellis.md, spec/codecs/lattice.md, spec/codecs/pvqvr.md, spec/codecs/ecsq.md) section by
+ * spec/codecs/trellis.md, spec/codecs/lattice.md, spec/codecs/pvqvr.md, spec/codecs/ecsq.md, spec/codecs/ectcq.md,
+ * spec/codecs/eclattice.md) section by
  * section; each function names
  * the section it implements.
  *
@@ -101,7 +102,7 @@ typedef struct pvqc_tensor_info {
     uint64_t numel;          /* product of the shape (1 for rank 0) */
     uint64_t rows, cols;     /* the matrix view (spec 3.5): decoding works on rows */
     unsigned transform_id;   /* 0 identity, 1 rht */
-    unsigned codec_id;       /* 0 raw, 1 pvq, 2 trellis, 3 lattice, 4 pvqvr, 5 ecsq */
+    unsigned codec_id;       /* 0 raw, 1 pvq, 2 trellis, 3 lattice, 4 pvqvr, 5 ecsq, 6 ectcq, 7 eclattice */
     const char *transform_name;
     const char *codec_name;
     unsigned payload_count;

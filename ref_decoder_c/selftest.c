@@ -14,6 +14,10 @@
  *   rans        coding-rans.md 4.3: payloads made by an encoder written from 4.3.5 decode
  *               back to their symbols (whole and a subset of chunks), in table and uniform
  *               mode, with bounds of every kind; symbols at or above a bound are rejected
+ *   ectcq_next  next(S, 0), next(S, 1) of every state of the trellises of 6.7.4
+ *
+ * `pvqc-selftest strips FILE...` decodes the ectcq and eclattice tensors of the files in
+ * column strips (6.7, 6.8: rows are walks; strips resume them) and compares with whole rows.
  *
  * It includes pvqc.c to reach its static functions.
  */
@@ -343,12 +347,87 @@ static void rans_selftest(pvqc_file *f)
 #undef SYM
 }
 
-int main(void)
+/* ---- 6.7 / 6.8 rows that are walks: column strips ----------------------------------------- */
+
+/* For every ectcq and eclattice tensor of the file: W' (the codec's output before any
+ * transform) decoded in column strips of several widths, each strip resuming the walks
+ * where the previous one stopped, and from columns where no walk stands (so the rows are
+ * walked from column 0), must equal W' decoded in one call. Prints "strips NAME ok" or
+ * "strips NAME mismatch", or "strips NAME error CODE". */
+static int strips_selftest(const char *path)
 {
-    pvqc_file *f = new_handle(NULL);
+    pvqc_file *f = NULL;
+    pvqc_error e = pvqc_open_path(path, NULL, &f);
+    int bad = 0;
+    if (e != PVQC_OK) {
+        printf("strips %s open %s\n", path, pvqc_error_name(e));
+        pvqc_close(f);
+        return 1;
+    }
+    for (size_t ti = 0; ti < f->tensor_count; ti++) {
+        tensor_rec *t = &f->tensors[ti];
+        const uint64_t n = t->rows * t->cols;
+        static const uint64_t widths[] = {1, 3, 8, 13, 64, 100};
+        float *full, *part;
+        if (t->codec_id != 6 && t->codec_id != 7) continue;
+        e = check_tensor(f, t);
+        full = (float *)malloc((size_t)n * sizeof(float) + 1);
+        part = (float *)malloc((size_t)n * sizeof(float) + 1);
+        if (!full || !part) return 1;
+        f->active = &f->cache;
+        if (e == PVQC_OK) e = t->codec->decode(f, t, 0, t->rows, 0, t->cols, full, (size_t)t->cols);
+        for (size_t w = 0; w < sizeof widths / sizeof widths[0] && e == PVQC_OK; w++) {
+            /* row blocks of 3 rows; strips left to right, then the same strips right to left */
+            for (int order = 0; order < 2 && e == PVQC_OK; order++)
+                for (uint64_t r = 0; r < t->rows && e == PVQC_OK; r += 3) {
+                    const uint64_t r1 = r + 3 < t->rows ? r + 3 : t->rows;
+                    const uint64_t nstrips = (t->cols + widths[w] - 1) / widths[w];
+                    memset(part, 0xFF, (size_t)n * sizeof(float));
+                    for (uint64_t k = 0; k < nstrips && e == PVQC_OK; k++) {
+                        const uint64_t s = order == 0 ? k : nstrips - 1 - k;
+                        const uint64_t c0 = s * widths[w], c1 = c0 + widths[w] < t->cols ? c0 + widths[w] : t->cols;
+                        e = t->codec->decode(f, t, r, r1, c0, c1, part + r * t->cols + c0, (size_t)t->cols);
+                    }
+                    if (e == PVQC_OK && memcmp(part + r * t->cols, full + r * t->cols,
+                                               (size_t)((r1 - r) * t->cols) * sizeof(float)) != 0)
+                        bad = 1;
+                }
+        }
+        f->active = NULL;
+        if (e != PVQC_OK) printf("strips %s error %s\n", t->name, pvqc_error_name(e));
+        else printf("strips %s %s\n", t->name, bad ? "mismatch" : "ok");
+        bad |= e != PVQC_OK;
+        free(full);
+        free(part);
+    }
+    pvqc_close(f);
+    return bad;
+}
+
+/* ---- 6.7.4 the trellises: next(S, 0) and next(S, 1) of every state ------------------------- */
+
+static void ectcq_selftest(void)
+{
+    for (unsigned v = 3; v <= 8; v++) {
+        printf("ectcq_next %u", v);
+        for (unsigned S = 0; S < (1u << v); S++)
+            printf(" %u,%u", ectcq_next_state(v, S, 0), ectcq_next_state(v, S, 1));
+        printf("\n");
+    }
+}
+
+int main(int argc, char **argv)
+{
+    pvqc_file *f;
     static int8_t H[MAX_BASE_ORDER * MAX_BASE_ORDER];
     unsigned p, h;
     uint64_t q;
+    if (argc >= 3 && strcmp(argv[1], "strips") == 0) {
+        int bad = 0;
+        for (int i = 2; i < argc; i++) bad |= strips_selftest(argv[i]);
+        return bad;
+    }
+    f = new_handle(NULL);
     if (!f) return 1;
 
     printf("base_table ");
@@ -535,6 +614,7 @@ int main(void)
         printf("\n");
     }
     rans_selftest(f);
+    ectcq_selftest();
     pvqc_close(f);
     return 0;
 }

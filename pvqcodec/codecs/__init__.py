@@ -145,7 +145,7 @@ def all_codecs() -> list:
 
 
 # The codec modules shipped with pvqcodec; importing one registers it.
-BUILTIN_MODULES = ["raw", "pvq", "lattice", "trellis", "pvqvr", "ecsq"]
+BUILTIN_MODULES = ["raw", "pvq", "lattice", "trellis", "pvqvr", "ecsq", "ectcq", "eclattice"]
 _loaded = False
 
 

@@ -87,6 +87,11 @@ class EcsqCodec(Codec):
     def encode(self, wp, options, weighting=None):
         return encode_ecsq(wp, options, weighting)
 
+    def block_quantizer(self, wp, options, free):
+        from .ldlq import EcsqBlockQuantizer  # Hessian-aware rounding (issue 9)
+
+        return EcsqBlockQuantizer(wp, options, free)
+
 
 # ---- decode arithmetic: the one place in Python -----------------------------------------------
 

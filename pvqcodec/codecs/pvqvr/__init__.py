@@ -167,6 +167,11 @@ class PVQVRCodec(Codec):
     def encode(self, wp, options, weighting=None):
         return encoder.encode_pvqvr(wp, options, weighting)
 
+    def block_quantizer(self, wp, options, free):
+        from .ldlq import PVQVRBlockQuantizer  # Hessian-aware rounding (issue 9)
+
+        return PVQVRBlockQuantizer(wp, options, free)
+
 
 # ---- decode steps: the one place in Python ----------------------------------------------------
 
