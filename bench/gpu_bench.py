@@ -9,7 +9,8 @@ decode-to-float16 throughput. Timings are CUDA-graph replays (host overhead excl
 --no-graph; --kb-sweep first times the fused lattice kernel's column splits on 8192 x 28672.
 
     python bench/gpu_bench.py [--quick] [--codes 1mad,3inst,hyb,lattice,lattice_tiled] [--kb-sweep] [--no-graph]
-        [--shapes 8192x28672,28672x8192] [--no-decode] [--out DIR]
+        [--shapes 8192x28672,28672x8192] [--no-decode] [--variant-sweep [--sweeps-only]] [--profile-once]
+        [--out DIR]
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ def cold_time(make, nbytes, reps=200, max_copies=256, graph=None):
     With GRAPH, the reps calls are captured in one CUDA graph and its replays are timed
     (median of 5), so that host overhead stays out of the kernels' figures."""
     copies = max(1, min(max_copies, -(-FLUSH // max(nbytes, 1))))
-    fns = [make() for _ in range(copies)]
+    return time_fns([make() for _ in range(copies)], reps, graph)
+
+
+def time_fns(fns, reps=200, graph=None):
+    """Microseconds per call of fns (cycled), as cold_time measures them."""
+    copies = len(fns)
     if GRAPH if graph is None else graph:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -145,6 +151,10 @@ def run(args):
     codes = args.codes.split(",") if args.codes else (["1mad", "hyb", "lattice"] if args.quick else ALL_CODES)
     if args.kb_sweep:
         kb_sweep()
+    if args.variant_sweep:
+        variant_sweep(shapes if args.shapes else [(8192, 28672), (28672, 8192)], out_dir)
+    if args.sweeps_only:
+        return
     rows_out = []
     for rows, cols in shapes:
         seed = 0x5EED1234
@@ -289,6 +299,68 @@ def run(args):
     table(res, codes, out_dir)
 
 
+#: Tuning variants of the tiled lattice kernel (gpu_decoder/lattice_gemv.cu, kVariants); 7 and 8
+#: are timing diagnostics whose output is meaningless.
+VARIANTS = {0: "default", 1: "version 5 decode, 8 warps", 2: "lean + acc2, 8 warps (version 6)",
+            3: "lean + acc2 + 2 ahead, 8 warps", 4: "lean + acc2, 16 warps", 5: "lean, 16 warps",
+            6: "lean + acc2, 12 warps", 7: "diag: payload loads only (16 warps)", 8: "diag: decode + mma only (16 warps)"}
+DIAG_VARIANTS = (7, 8)
+
+
+def variant_sweep(shapes, out_dir):
+    """The tiled lattice kernel's tuning variants (and column splits of the default) on large
+    layers, weights from HBM, each non-diagnostic variant checked against version 5."""
+    res = []
+    for rows, cols in shapes:
+        for bits in (2, 4):
+            nb = rows * cols * bits // 8
+            layers = []
+            for _ in range(max(1, -(-FLUSH // nb))):
+                pl, pr = lattice_layer(rows, cols, bits)
+                h = g.lattice_prepare(pl, pr)
+                layers.append((pr, h, g.lattice_tile(h, rows, cols)))
+            for m in (1, 4):
+                xh = torch.randn(m, cols, device=DEV, dtype=torch.float16)
+                pr, h, tl = layers[0]
+                ref = g.lattice_gemv(None, pr, rows, cols, xh, prepared=h, tiled=tl, variant=1)
+                runs = [(v, 0) for v in VARIANTS] + ([(0, kb) for kb in (8, 14, 28)] if m == 1 else [])
+                for v, kb in runs:
+                    err = None
+                    if v not in DIAG_VARIANTS:
+                        y = g.lattice_gemv(None, pr, rows, cols, xh, prepared=h, tiled=tl, variant=v, kb=kb)
+                        err = float((y - ref).abs().max() / ref.abs().max())
+                    fns = [(lambda L=L, v=v, kb=kb: g.lattice_gemv(None, L[0], rows, cols, xh, prepared=L[1],
+                                                                   tiled=L[2], variant=v, kb=kb)) for L in layers]
+                    t = time_fns(fns)
+                    r = {"shape": f"{rows}x{cols}", "bits": bits, "m": m, "variant": v, "name": VARIANTS[v], "kb": kb,
+                         "us": round(t, 2), "TBps": round(nb / (t * 1e-6) / 1e12, 3),
+                         "maxdiff_vs_v5": None if err is None else float(f"{err:.2e}")}
+                    res.append(r)
+                    print(json.dumps(r), flush=True)
+            del layers
+            torch.cuda.empty_cache()
+    (out_dir / "variant_sweep.json").write_text(json.dumps(res, indent=1))
+    print("| shape | bits | m | " + " | ".join(f"v{v}" for v in VARIANTS) + " | default kb 8/14/28 |")
+    for key in sorted({(r["shape"], r["bits"], r["m"]) for r in res}):
+        rr = [r for r in res if (r["shape"], r["bits"], r["m"]) == key]
+        cells = [f"{r['us']:.1f}" for r in rr if r["kb"] == 0]
+        kbs = "/".join(f"{r['us']:.1f}" for r in rr if r["kb"] != 0)
+        print(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + f" | {kbs} |")
+
+
+def profile_once():
+    """One call of the default fused lattice kernel per rate on 8192 x 28672, batch 1 (for ncu)."""
+    rows, cols = 8192, 28672
+    xh = torch.randn(1, cols, device=DEV, dtype=torch.float16)
+    for bits in (2, 4):
+        pl, pr = lattice_layer(rows, cols, bits)
+        h = g.lattice_prepare(pl, pr)
+        tl = g.lattice_tile(h, rows, cols)
+        for _ in range(3):
+            g.lattice_gemv(None, pr, rows, cols, xh, prepared=h, tiled=tl)
+    torch.cuda.synchronize()
+
+
 def kb_sweep():
     """The fused lattice kernel on 8192 x 28672 for several column splits (tuning aid)."""
     rows, cols = 8192, 28672
@@ -348,6 +420,13 @@ if __name__ == "__main__":
     ap.add_argument("--no-graph", action="store_true", help="time eager calls instead of CUDA-graph replays")
     ap.add_argument("--shapes", default=None, help="comma list of OUTxIN layer shapes (default: the built-in list)")
     ap.add_argument("--no-decode", action="store_true", help="skip the decode-throughput section")
+    ap.add_argument("--variant-sweep", action="store_true",
+                    help="time the tiled lattice kernel's tuning variants first (on --shapes, else the two largest)")
+    ap.add_argument("--sweeps-only", action="store_true", help="stop after the sweeps")
+    ap.add_argument("--profile-once", action="store_true", help="only run the default lattice kernel a few times (ncu)")
     a = ap.parse_args()
     GRAPH = not a.no_graph
-    run(a)
+    if a.profile_once:
+        profile_once()
+    else:
+        run(a)

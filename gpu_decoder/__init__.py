@@ -9,9 +9,9 @@ version torch was built with, and ninja.
 
 All kernels are compiled with `-fmad=false`; the bit-exact ones (the inverse RHT of spec
 5.3.6, the PVQ decoded value of 6.2.5, the trellis decoded value, the lattice decoded value
-of 6.4.6, the ecsq decoded value of 6.6.4) use the correctly rounded intrinsics too. The
-fused products use explicit FMAs (or float16 tensor-core products, lattice) and are not
-bit-exact.
+of 6.4.6, the ecsq decoded value of 6.6.4, shared by ectcq's 6.7.6, and eclattice's of 6.8.5)
+use the correctly rounded intrinsics too. The fused products use explicit FMAs (or float16
+tensor-core products, lattice) and are not bit-exact.
 
 The rans payload coding (spec 4.3, `rans.cu`) is decoded with integer arithmetic into the
 raw coding's packed layout, identical to the reference decoder; `pvqcodec.torch` runs it once
@@ -32,8 +32,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ["bindings.cpp", "rht.cu", "pvq.cu", "trellis_decode.cu", "trellis_gemv.cu", "lattice_decode.cu",
-           "lattice_gemv.cu", "rans.cu", "trellis_viterbi.cu", "ecsq.cu"]
-HEADERS = ["common.cuh", "trellis.cuh", "lattice.cuh"]
+           "lattice_gemv.cu", "rans.cu", "trellis_viterbi.cu", "ecsq.cu", "ectcq.cu", "eclattice.cu"]
+HEADERS = ["common.cuh", "trellis.cuh", "lattice.cuh", "ecsq.cuh"]
 CUDA_FLAGS = ["-O3", "-fmad=false", "--expt-relaxed-constexpr", "-lineinfo"]
 _lock = threading.Lock()
 _module = None
@@ -401,15 +401,81 @@ def lattice_decode(payloads, params: dict, rows: int, cols: int, out_dtype=None,
     return out
 
 
-def lattice_gemv(payloads, params: dict, rows: int, cols: int, x, kb: int = 0, prepared=None, tiled=None):
+#: Field positions of the fused product's E8P tables T', S' (lattice.cuh, rpos).
+LATTICE_RPOS = (1, 17, 5, 21, 9, 25, 13, 29)
+
+
+def _rotl32(v, s: int):
+    v = v.astype(np.uint64)
+    return ((v << np.uint64(s)) | (v >> np.uint64((32 - s) % 32))) & np.uint64(0xFFFFFFFF)
+
+
+@lru_cache(maxsize=1)
+def lattice_gemv_tables_np() -> np.ndarray:
+    """The fused product's tables (uint32, 1536 values): the decode tables T, S, K of
+    `lattice_tables_np`, then T', S', K of lattice.cuh (e8p_point_h2_rot): 4-bit fields
+    f_i = 2 w_i + (1 - p) at LATTICE_RPOS. Checked here by emulating the kernel's float16
+    conversion (mask | exponent, then one float16 addition) over all 65,536 codewords."""
+    from pvqcodec.codecs.lattice import e8p
+
+    old = lattice_tables_np()
+    w = np.stack([(old[:256].astype(np.int64) >> q) & 7 for q in LATTICE_TPOS], 1)  # (256, 8), 1..6
+    b = np.arange(256)
+    p = np.array([bin(v).count("1") & 1 for v in b])
+    m = b ^ p
+    T = np.zeros(256, np.uint64)
+    S = np.zeros(256, np.uint64)
+    for i, pos in enumerate(LATTICE_RPOS):
+        T |= _rotl32(2 * w[:, i], pos)
+        S |= _rotl32(14 * ((m >> i) & 1) + (1 - p), pos)
+    new = np.concatenate([old, T.astype(np.uint32), S.astype(np.uint32), old[512:]]).astype(np.uint32)
+    if not np.array_equal(lattice_gemv_points_np(new), e8p.e8p_codebook()):
+        raise AssertionError("lattice gemv tables T', S' do not reproduce the E8P codebook")
+    return new
+
+
+def lattice_gemv_points_np(tabs: np.ndarray) -> np.ndarray:
+    """The 65,536 E8P points (float32, codeword order) as e8p_point_h2_rot computes them from
+    the tables T', S' in `tabs` (lattice_gemv_tables_np layout), float16 arithmetic emulated."""
+    cw = np.arange(1 << 16)
+    ts = tabs[768 + (cw >> 8)].astype(np.uint64) ^ tabs[1024 + (cw & 255)].astype(np.uint64)
+    tb = _rotl32(ts, 24)  # rotate right by 8
+    out = np.empty((cw.size, 8), np.float32)
+    for k, (word, mask, expo, c) in enumerate(((ts, 0x1E, 0x5C00, -259.75), (ts, 0x1E0, 0x4C00, -19.75),
+                                                (tb, 0x1E, 0x5C00, -259.75), (tb, 0x1E0, 0x4C00, -19.75))):
+        for hi in (0, 1):
+            half = ((word >> np.uint64(16 * hi)) & np.uint64(0xFFFF)).astype(np.uint16)
+            h = ((half & np.uint16(mask)) | np.uint16(expo)).view(np.float16)
+            out[:, 2 * k + hi] = (h + np.float16(c)).astype(np.float32)  # one float16 addition, as HADD2
+    return out
+
+
+_LAT_GEMV = {}
+
+
+def _lattice_gemv_tabs(device):
+    import torch
+
+    t = _LAT_GEMV.get(str(device))
+    if t is None:
+        t = torch.from_numpy(lattice_gemv_tables_np().view(np.int32).copy()).to(device)
+        _LAT_GEMV[str(device)] = t
+    return t
+
+
+def lattice_gemv(payloads, params: dict, rows: int, cols: int, x, kb: int = 0, prepared=None, tiled=None,
+                 variant: int = 0):
     """y' = x' W'^T (float32, m x rows) for x' (m x cols, m <= 16; used as float16), fused:
     tensor-core products on float16 fragments decoded in registers. kb: chunks of 512 columns
-    per block (0: one wave of blocks, chosen by the extension). tiled: the payload bytes in the
-    kernel's order (`lattice_tile`), read instead of the streams."""
+    per block (0: chosen by the extension). tiled: the payload bytes in the kernel's order
+    (`lattice_tile`), read instead of the streams. variant: a tuning variant of the tiled kernel
+    (bench/gpu_bench.py --variant-sweep; 0 is the kernel QuantizedLinear uses)."""
     a = prepared or lattice_prepare(payloads, params)
+    tabs = _lattice_gemv_tabs(a[5].device)
     if tiled is not None:
-        return load().lattice_gemv_tiled(tiled, a[4], a[5], a[6], a[7], a[8], a[9], rows, cols, x, int(kb or 0))
-    return load().lattice_gemv(*a, rows, cols, x, int(kb or 0))
+        return load().lattice_gemv_tiled(tiled, a[4], tabs, a[6], a[7], a[8], a[9], rows, cols, x,
+                                         int(kb or 0) | (int(variant) << 16))
+    return load().lattice_gemv(a[0], a[1], a[2], a[3], a[4], tabs, a[6], a[7], a[8], a[9], rows, cols, x, int(kb or 0))
 
 
 #: QuantizedLinear uses the tiled layout where its zero padding adds at most this fraction.
@@ -499,6 +565,163 @@ def ecsq_decode(payloads, params: dict, rows: int, cols: int, out_dtype=None, ou
         return out, err
     if int(err.item()):
         raise PayloadCorrupt("ecsq decoded value is not finite")
+    return out
+
+
+# ---- ectcq and eclattice (codec ids 6 and 7, spec 6.7 and 6.8) ----------------------------------
+
+#: Streams of these codecs decoded on the host (row counts: `rows` integers each, whose checks the
+#: spec makes before any value); the others are 16-bit symbol streams decoded on the device.
+ECTCQ_HOST_STREAMS = (0,)
+ECLATTICE_HOST_STREAMS = (0, 1)
+
+
+def stream_symbols16(payload, coding: int, spec):
+    """A 16-bit stream's symbols as int16 (uint16 bits) on the payload's device: a raw payload
+    as it lies (4.2: the little-endian uint16 array), a rans payload decoded by the GPU rans
+    decoder (the reference decoder where the GPU one does not take the stream)."""
+    if spec.width != 16:
+        raise ValueError(f"stream {spec.name!r}: width {spec.width}, not 16")
+    if spec.count == 0:  # nothing to decode on the device; the reference still checks the payload
+        stream_host_ints(payload, coding, spec)
+    return _symbols(payload if coding == 0 or spec.count == 0 else rans_to_raw(payload, spec), spec.count, spec.name)
+
+
+def stream_host_ints(payload, coding: int, spec) -> np.ndarray:
+    """A small stream (row counts) decoded on the host by the reference coding, as int64
+    (the spec's bounds in `spec` are checked by the coding where it uses them)."""
+    from pvqcodec.coding import coding_by_id
+
+    buf = payload.cpu().numpy() if hasattr(payload, "cpu") else np.asarray(payload, np.uint8)
+    return np.asarray(coding_by_id(coding).decode(np.ascontiguousarray(buf, np.uint8), spec)).astype(np.int64)
+
+
+def _host_counts(v, rows: int) -> np.ndarray:
+    a = v.cpu().numpy() if hasattr(v, "cpu") else np.asarray(v)
+    a = np.asarray(a).astype(np.int64).reshape(-1)
+    if a.size != rows:
+        raise ValueError(f"{a.size} row counts for {rows} rows")
+    return a
+
+
+def _symbols(p, count: int, name: str):
+    """int16 symbols from a raw 16-bit payload (uint8) or from int16 symbols (ecsq_symbols)."""
+    if count == 0:
+        import torch
+
+        return _empty(torch.int16, p.device)
+    s = ecsq_symbols(p, count)
+    if s.numel() != count:
+        raise ValueError(f"stream {name!r}: {s.numel()} symbols, expected {count}")
+    return s
+
+
+def _raise_err(e: int, messages) -> None:
+    from pvqcodec.errors import PayloadCorrupt
+
+    for bit, msg in messages:
+        if e & bit:
+            raise PayloadCorrupt(msg)
+
+
+#: ectcq.cu's L1 prefetch distance in symbols (0: off); bench/gpu_ec.py --ectcq-prefetch sweeps it.
+ECTCQ_PREFETCH = 32
+
+ECTCQ_ERRORS = ((2, "ectcq: a row takes more symbols of a union than its row_a0 count gives"),
+                (1, "ectcq decoded value is not finite"))
+
+
+def ectcq_decode(streams, params: dict, rows: int, cols: int, out_dtype=None, out=None, check: bool = True,
+                 kernels=None, prefetch: int = None):
+    """W' (rows x cols) of an ectcq tensor (spec 6.7), bit-exact in float32 (6.7.6, 6.6.4) and
+    rounded to nearest even to float16 / bfloat16. streams = [row_a0, a0, a1]: row_a0 the
+    decoded row counts (host or device integers; checked on the host first, 6.7.3, and their
+    prefix sums taken there: `rows` integers), a0 and a1 CUDA tensors, each a raw payload
+    (uint8) or the rans decoder's int16 symbols. One thread walks each row (ectcq.cu says why).
+    Raises PayloadCorrupt as the reference decoder does; check=False returns (out, err) without
+    a device sync (the host checks of the row counts still raise). kernels: the extension (default)
+    or a stand-in with its functions (the tests' CPU emulation of the kernels). prefetch: the
+    kernel's L1 prefetch distance (default ECTCQ_PREFETCH; any value gives the same output)."""
+    import torch
+
+    from pvqcodec.codecs.ectcq import decode_ectcq_row_a0
+    from pvqcodec.codecs.ectcq.trellis import UNGERBOECK_1D
+
+    a0_count = int(params["a0_count"])
+    if not 0 <= a0_count <= rows * cols or cols >= 1 << 30:
+        raise ValueError(f"ectcq: a0_count {a0_count} or cols {cols} out of the GPU decoder's range")
+    n0 = decode_ectcq_row_a0(_host_counts(streams[0], rows), a0_count, cols)
+    a0 = _symbols(streams[1], a0_count, "a0")
+    a1 = _symbols(streams[2], rows * cols - a0_count, "a1")
+    dev = a0.device
+    start0 = np.zeros(rows, np.int64)
+    np.cumsum(n0[:-1], out=start0[1:])
+    n0_t = torch.from_numpy(n0).to(dev)
+    start0_t = torch.from_numpy(start0).to(dev)
+    if out is None:
+        out = torch.empty((rows, cols), dtype=out_dtype or torch.float32, device=dev)
+    err = torch.zeros(1, dtype=torch.int32, device=dev)
+    h0, h1 = UNGERBOECK_1D[int(params["state_bits"])]
+    (kernels or load()).ectcq_decode(n0_t, start0_t, a0, a1, a0_count, rows, cols, h0, h1,
+                        _ecsq_offsets(params["offsets"], dev), float(np.float32(params["step"])),
+                        ECTCQ_PREFETCH if prefetch is None else int(prefetch), out, err)
+    if not check:
+        return out, err
+    _raise_err(int(err.item()), ECTCQ_ERRORS)
+    return out
+
+
+ECLATTICE_ERRORS = ((4, "eclattice: a row's number of groups with an even c_0 is not its row_int"),
+                    (8, "eclattice: a row's number of integer groups of residue 0 is not its row_int_res0"),
+                    (2, "eclattice: a group's symbols lie past the end of their stream"),
+                    (1, "eclattice decoded value is not finite"))
+
+
+def eclattice_decode(streams, params: dict, rows: int, cols: int, out_dtype=None, out=None, check: bool = True,
+                     kernels=None):
+    """W' (rows x cols) of an eclattice tensor (spec 6.8), bit-exact in float32 (6.8.5) and
+    rounded to nearest even to float16 / bfloat16. streams: the codec's eight in payload order,
+    row_int and row_int_res0 as decoded row counts (host or device integers; check 1 of 6.8.3
+    runs on the host), the six coordinate streams as CUDA tensors (raw uint8 payloads or int16
+    symbols). Three passes over all groups with prefix sums between them (eclattice.cu says why);
+    checks 2 and 3 compare per-row sums on the device. Raises PayloadCorrupt as the reference
+    decoder does; check=False returns (out, err) without a device sync. kernels: as ectcq_decode."""
+    import torch
+
+    from pvqcodec.codecs.eclattice import check_eclattice_row_counts, groups_per_row
+
+    gr = groups_per_row(cols)
+    G = rows * gr
+    n_i, n_0 = int(params["int_groups"]), int(params["int_res0_groups"])
+    if not (0 <= n_0 <= n_i <= G < 1 << 31) or cols >= 1 << 30:
+        raise ValueError(f"eclattice: group counts {G}, {n_i}, {n_0} or cols {cols} out of the GPU decoder's range")
+    row_int, row_res0 = _host_counts(streams[0], rows), _host_counts(streams[1], rows)
+    check_eclattice_row_counts(params, rows, cols, row_int, row_res0)  # 6.8.3 check 1
+    counts = (G, 6 * n_i, 6 * (G - n_i), n_0, n_i - n_0, G - n_i)
+    names = ("first", "mid_int", "mid_half", "last_res0", "last_res2", "last_half")
+    syms = [_symbols(p, n, name) for p, n, name in zip(streams[2:], counts, names)]
+    dev = syms[0].device
+    mod = kernels or load()
+    if out is None:
+        out = torch.empty((rows, cols), dtype=out_dtype or torch.float32, device=dev)
+    err = torch.zeros(1, dtype=torch.int32, device=dev)
+    is_int = torch.empty(G, dtype=torch.uint8, device=dev)
+    mod.eclattice_cosets(syms[0], G, is_int)
+    int_before = torch.cumsum(is_int, 0, dtype=torch.int32).sub_(is_int)
+    # check 2: each row's groups with an even c_0
+    bad = is_int.view(rows, gr).sum(1) != torch.from_numpy(row_int).to(dev)
+    err.bitwise_or_(bad.any().to(torch.int32) * 4)
+    is_res0 = torch.empty(G, dtype=torch.uint8, device=dev)
+    mod.eclattice_residues(syms, G, n_i, n_0, int_before, is_res0, err)
+    res0_before = torch.cumsum(is_res0, 0, dtype=torch.int32).sub_(is_res0)
+    # check 3: each row's integer groups of residue 0
+    bad = is_res0.view(rows, gr).sum(1) != torch.from_numpy(row_res0).to(dev)
+    err.bitwise_or_(bad.any().to(torch.int32) * 8)
+    mod.eclattice_decode(syms, rows, cols, n_i, n_0, int_before, res0_before, float(np.float32(params["half_scale"])),
+                         out, err)
+    if not check:
+        return out, err
+    _raise_err(int(err.item()), ECLATTICE_ERRORS)
     return out
 
 

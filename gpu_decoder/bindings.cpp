@@ -28,6 +28,15 @@ void rans_decode(const at::Tensor& payload, int64_t table_off, int64_t data_off,
                  at::Tensor& err);
 void rans_pack(const at::Tensor& symbols, int64_t count, int64_t width, at::Tensor& packed);
 void ecsq_decode(const at::Tensor& sym, const at::Tensor& offsets, double step, at::Tensor& out, at::Tensor& err);
+void ectcq_decode(const at::Tensor& row_a0, const at::Tensor& start0, const at::Tensor& a0, const at::Tensor& a1,
+                  int64_t a0_count, int64_t rows, int64_t cols, int64_t h0, int64_t h1, const at::Tensor& offsets,
+                  double step, int64_t pf, at::Tensor& out, at::Tensor& err);
+void eclattice_cosets(const at::Tensor& first, int64_t G, at::Tensor& is_int);
+void eclattice_residues(const std::vector<at::Tensor>& streams, int64_t G, int64_t n_int, int64_t n_res0,
+                        const at::Tensor& int_before, at::Tensor& is_res0, at::Tensor& err);
+void eclattice_decode(const std::vector<at::Tensor>& streams, int64_t rows, int64_t cols, int64_t n_int,
+                      int64_t n_res0, const at::Tensor& int_before, const at::Tensor& res0_before, double half_scale,
+                      at::Tensor& out, at::Tensor& err);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("rht_side", &rht_side, "one side of the RHT on every row (spec 5.3.6; forward for activations)");
@@ -40,5 +49,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("rans_decode", &rans_decode, "rans payload (spec 4.3) -> raw packed layout and/or symbols, chunk-parallel");
     m.def("rans_pack", &rans_pack, "uint8/uint16 symbols -> raw packed layout (spec 4.2)");
     m.def("ecsq_decode", &ecsq_decode, "ecsq 16-bit symbols -> W' (spec 6.6.4, bit-exact in float32)");
+    m.def("ectcq_decode", &ectcq_decode, "ectcq symbols -> W', a trellis walk per row (spec 6.7.6, bit-exact)");
+    m.def("eclattice_cosets", &eclattice_cosets, "eclattice pass 1: each group's coset (spec 6.8.4 step 1)");
+    m.def("eclattice_residues", &eclattice_residues, "eclattice pass 2: integer groups of residue 0 (6.8.4 1-3)");
+    m.def("eclattice_decode", &eclattice_decode, "eclattice pass 3: W' (spec 6.8.4, 6.8.5, bit-exact in float32)");
     m.def("lattice_gemv_tiled", &lattice_gemv_tiled, "the fused lattice product from the tiled payload layout");
 }

@@ -1,13 +1,12 @@
 // Spec 6.6 (codec id 5, ecsq): W' from the 16-bit zigzag symbols of the `indices` stream
 // (the raw layout of width 16 is the little-endian uint16 array, so the rans decoder's symbol
-// output and a raw payload read the same). Elementwise, bit-exact in float32 (6.6.4):
-//   m = (s + 1) div 2, negative = s != 0 and s even
-//   x = +0.0 (m = 0), else a = (float32(m) - off(m)) * step, x = a with its sign bit flipped if negative
-// with __fsub_rn / __fmul_rn (never contracted to an FMA), then rounded to the output type.
+// output and a raw payload read the same). Elementwise, bit-exact in float32 (6.6.4, ecsq.cuh),
+// then rounded to the output type.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include "common.cuh"
+#include "ecsq.cuh"
 
 namespace {
 
@@ -20,16 +19,8 @@ __global__ void ecsq_decode_kernel(const unsigned short* __restrict__ sym, long 
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < count;
          i += (long long)gridDim.x * blockDim.x) {
         const unsigned s = sym[i];
-        const unsigned m = (s + 1u) >> 1;
-        float x = 0.0f;  // +0.0 for m = 0
-        if (m) {
-            const float off = n ? __ldg(offsets + (m < (unsigned)n ? m : (unsigned)n) - 1) : 0.0f;
-            const float a = __fmul_rn(__fsub_rn((float)m, off), step);
-            // negative = s even (s != 0 here): flip the sign bit only
-            x = __uint_as_float(__float_as_uint(a) ^ ((~s & 1u) << 31));
-            bad |= !isfinite(a);
-        }
-        out[i] = from_f32<T>(x);
+        // 6.6.3: m = (s + 1) div 2, negative = s != 0 and s even (m = 0 ignores the sign)
+        out[i] = from_f32<T>(ecsq_value((s + 1u) >> 1, !(s & 1u), offsets, n, step, bad));
     }
     if (bad) atomicOr(err, 1);
 }

@@ -87,6 +87,28 @@ __device__ __forceinline__ void e8p_point_h2(uint32_t ts, uint32_t h[4]) {
     h[3] = hadd2_bits(lop3_and_or<0x00E000E0u>(t6, 0x50005000u), c5);
 }
 
+// ---- the fused product's own E8P tables (T', S'; `lattice_gemv_tables` in __init__.py) ----------
+// Each coordinate is one 4-bit field f_i = 2 w_i + p' (p' = 1 - p, the inverted parity) whose
+// lowest bit sits at rpos(i), the field wrapping around bit 31 for coordinate 7; T'[a] holds
+// 2 w_i, S'[b] holds 14 m_i + p', so T'[a] XOR S'[b] holds every f_i. The fields of coordinates
+// (0, 1) and (2, 3) sit at bits 1..4 / 17..20 and 5..8 / 21..24 of the word, those of (4, 5) and
+// (6, 7) at the same bits of the word rotated right by 8: each pair converts with one LOP3 (mask |
+// exponent) and one HADD2 whose constant does not depend on the parity. With P_i = f_i / 2 - 3.75:
+// bits 1..4 under 0x5C00 (256, bit 1 = 1/2) read 256 + f/2, minus 259.75 (0xDC0F); bits 5..8
+// under 0x4C00 (16, bit 5 = 1/2) read 16 + f/2, minus 19.75 (0xCCF0). All exact in float16.
+__host__ __device__ constexpr int rpos(int i) {
+    return i == 0 ? 1 : i == 1 ? 17 : i == 2 ? 5 : i == 3 ? 21 : i == 4 ? 9 : i == 5 ? 25 : i == 6 ? 13 : 29;
+}
+
+__device__ __forceinline__ void e8p_point_h2_rot(uint32_t ts, uint32_t h[4]) {
+    const uint32_t tb = __funnelshift_r(ts, ts, 8);  // rotate right by 8
+    const uint32_t c256 = 0xDC0FDC0Fu, c16 = 0xCCF0CCF0u;
+    h[0] = hadd2_bits(lop3_and_or<0x001E001Eu>(ts, 0x5C005C00u), c256);
+    h[1] = hadd2_bits(lop3_and_or<0x01E001E0u>(ts, 0x4C004C00u), c16);
+    h[2] = hadd2_bits(lop3_and_or<0x001E001Eu>(tb, 0x5C005C00u), c256);
+    h[3] = hadd2_bits(lop3_and_or<0x01E001E0u>(tb, 0x4C004C00u), c16);
+}
+
 // k_l (U[l] - d) as 4 half2 words, exact. A nibble at bits 0..3 under 0x6400 (1024) reads
 // 1024 + n, at bits 4..7 under 0x5400 (64) reads 64 + n; k = (n - 4) / 2 = h/2 - 514 or h/2 - 34.
 __device__ __forceinline__ void stage_k_h2(uint32_t kw, uint32_t h[4]) {

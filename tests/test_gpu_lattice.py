@@ -35,6 +35,19 @@ def test_packed_tables_reproduce_codebook_and_stage_table():
     assert np.array_equal((k - 4) * 0.5 + np.asarray(g.LATTICE_D512) / 512, stages.STAGE_U.astype(np.float64))
 
 
+def test_gemv_tables_reproduce_codebook_in_float16():
+    """T', S' of the fused product (lattice.cuh, e8p_point_h2_rot): every codeword's point, built
+    as the kernel builds it (4-bit field | float16 exponent, then one float16 addition), equals the
+    codebook; the decode tables and K are carried unchanged."""
+    t = g.lattice_gemv_tables_np()
+    assert t.shape == (1536,)
+    assert np.array_equal(t[:768], g.lattice_tables_np()) and np.array_equal(t[1280:], t[512:768])
+    assert np.array_equal(g.lattice_gemv_points_np(t), e8p.e8p_codebook())
+    bad = t.copy()
+    bad[1024 + 5] ^= 1 << 17  # flip one parity bit of S'[5]: its points move by 1/2
+    assert not np.array_equal(g.lattice_gemv_points_np(bad), e8p.e8p_codebook())
+
+
 def _case(rng, rows, cols, k, row_scales):
     codec = LatticeCodec()
     scales = (rng.standard_normal(k) * np.array([1.0, 0.5, 0.25])[:k]).astype(np.float32)
@@ -155,6 +168,14 @@ def test_fused_product_tiled_layout(k):
             assert rel_h < 2e-5, (rows, cols, m, kb, rel_h)
             old = g.lattice_gemv(None, params, rows, cols, xd, kb=kb, prepared=prep).cpu().numpy().astype(np.float64)
             assert np.abs(got - old).max() <= 1e-5 * np.abs(ref_h).max(), (rows, cols, m, kb)
+        # the tuning variants (bench/gpu_bench.py --variant-sweep) compute the same product
+        if k != 2 and m <= 8:
+            for v in range(1, 9):
+                if v in (7, 8):  # timing diagnostics (loads only / decode only)
+                    continue
+                yv = g.lattice_gemv(None, params, rows, cols, xd, kb=kb, prepared=prep, tiled=tiled, variant=v)
+                yv = yv.cpu().numpy().astype(np.float64)
+                assert np.abs(yv - got).max() <= 1e-5 * np.abs(ref_h).max(), (rows, cols, m, kb, v)
     with pytest.raises(RuntimeError):  # a tiled buffer of the wrong size
         g.lattice_gemv(None, params, rows, cols, xd, prepared=prep, tiled=tiled[:-16])
 

@@ -13,6 +13,9 @@ On a CUDA device the payloads stay compressed in GPU memory and the kernels of
   payload bytes re-laid out in tiles on the device once per layer (`LATTICE_TILED`);
 - otherwise (PVQ, ecsq; larger batches): W' is decoded into a buffer shared by all layers and
   torch's matrix product runs on it, between the same two activation transforms;
+- ectcq and eclattice (storage codecs, `DENSE_AT_LOAD`): the GPU kernels decode the dense weight
+  once (`load_pvqc_into` does it at load time, else the first forward), straight from the stored
+  payloads, rans-coded or raw; the module keeps that weight, in its dtype, and the payloads;
 - codecs without a GPU kernel: the dense weight is decoded once by the reference decoder
   and kept on the device.
 
@@ -45,9 +48,13 @@ from ..codecs import codec_by_id
 from ..container.reader import Container
 from ..transforms import transform_by_id
 
-__all__ = ["QuantizedLinear", "load_pvqc_into", "gpu_kernels", "FUSED_MAX_BATCH", "LATTICE_FUSED_MAX_BATCH"]
+__all__ = ["QuantizedLinear", "load_pvqc_into", "gpu_kernels", "FUSED_MAX_BATCH", "LATTICE_FUSED_MAX_BATCH",
+           "DENSE_AT_LOAD"]
 
-PVQ_ID, TRELLIS_ID, LATTICE_ID, ECSQ_ID = 1, 2, 3, 5
+PVQ_ID, TRELLIS_ID, LATTICE_ID, ECSQ_ID, ECTCQ_ID, ECLATTICE_ID = 1, 2, 3, 5, 6, 7
+#: storage codecs: their rows (ectcq's trellis walk) or groups (eclattice's prefix sums) decode at
+#: well under the fused kernels' speed, so CUDA modules decode the dense weight once and keep it.
+DENSE_AT_LOAD = (ECTCQ_ID, ECLATTICE_ID)
 RHT_ID = 1
 FUSED_MAX_BATCH = 16  # fused trellis product up to this many rows (chosen by bench/gpu_bench.py)
 FUSED_MAX_K = 4
@@ -151,8 +158,9 @@ class QuantizedLinear(nn.Module):
         stream up to width 16 and every uniform-mode stream, PVQ shape indices and per-symbol
         bounds included; the reference decoder only for table mode above width 16, more than
         65,536 distinct bounds or chunks of 2^30 words), elsewhere by the reference decoder. A
-        stream's bounds come from the codec, as in the reference decoder."""
-        if all(c == 0 for c in self.codings):
+        stream's bounds come from the codec, as in the reference decoder. The storage codecs
+        (DENSE_AT_LOAD) keep their payloads as they are: their GPU decoders read rans payloads."""
+        if all(c == 0 for c in self.codings) or self.codec_id in DENSE_AT_LOAD:
             return
         codec = codec_by_id(self.codec_id)
         rows, cols = self.out_features, self.in_features
@@ -184,7 +192,23 @@ class QuantizedLinear(nn.Module):
             return transform_by_id(self.transform_id).inverse(wp, self.transform_params)
 
     def _gpu_supported(self) -> bool:
+        if self.codec_id in DENSE_AT_LOAD:
+            return True
         return all(c == 0 for c in self.codings) and self.codec_id in (PVQ_ID, TRELLIS_ID, LATTICE_ID, ECSQ_ID)
+
+    def _storage_streams(self, g) -> list:
+        """The streams of an ectcq / eclattice tensor as their GPU decoders take them: the row
+        counts decoded on the host (`rows` integers per stream), the 16-bit symbol streams on
+        the device (rans payloads by the GPU rans decoder, raw payloads as they lie)."""
+        codec = codec_by_id(self.codec_id)
+        rows, cols = self.out_features, self.in_features
+        host = g.ECTCQ_HOST_STREAMS if self.codec_id == ECTCQ_ID else g.ECLATTICE_HOST_STREAMS
+        out = []
+        for i, (c, spec, p) in enumerate(zip(self.codings, self.streams, self._payloads())):
+            bounds = codec.stream_bounds(self.codec_params, rows, cols, self.source_dtype, i, [])
+            spec = replace(spec, bounds=bounds) if bounds is not None else spec
+            out.append(g.stream_host_ints(p, c, spec) if i in host else g.stream_symbols16(p, c, spec))
+        return out
 
     def _rht(self) -> bool:
         return self.transform_id == RHT_ID
@@ -199,6 +223,10 @@ class QuantizedLinear(nn.Module):
             return g.lattice_decode(self._payloads(), self.codec_params, rows, cols, out_dtype=out_dtype)
         if self.codec_id == ECSQ_ID:
             return g.ecsq_decode(self._payloads(), self.codec_params, rows, cols, out_dtype=out_dtype)
+        if self.codec_id == ECTCQ_ID:
+            return g.ectcq_decode(self._storage_streams(g), self.codec_params, rows, cols, out_dtype=out_dtype)
+        if self.codec_id == ECLATTICE_ID:
+            return g.eclattice_decode(self._storage_streams(g), self.codec_params, rows, cols, out_dtype=out_dtype)
         wp = g.pvq_decode(self._payloads(), self.codec_params, rows, cols)
         return wp if out_dtype == torch.float32 else wp.to(out_dtype)
 
@@ -252,6 +280,9 @@ class QuantizedLinear(nn.Module):
         dev = self.payload0.device
         if self._finite_checked or dev.type != "cuda" or not codec_by_id(self.codec_id).quantizes:
             return
+        if self.codec_id in DENSE_AT_LOAD:  # decoded (and checked) once, kept
+            self._cached_dense(self.dtype, dev)
+            return
         self.to_fixed_rate()
         if not self._gpu_supported():
             self.dense_weight()  # decodes and checks the dense weight
@@ -279,17 +310,23 @@ class QuantizedLinear(nn.Module):
             self.to_fixed_rate()
         if x.device.type != "cuda":
             y = F.linear(x2, self.dense_weight(x.dtype).to(x.device), None)
-        elif not self._gpu_supported():
-            c = self._dense_cache
-            if c is None or c[0] != x.device or c[1] != x.dtype:
-                c = (x.device, x.dtype, self.dense_weight(x.dtype).to(x.device))
-                self._dense_cache = c
-            y = F.linear(x2, c[2], None)
+        elif not self._gpu_supported() or self.codec_id in DENSE_AT_LOAD:
+            y = F.linear(x2, self._cached_dense(x.dtype, x.device), None)
         else:
             y = self._forward_cuda(x2)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*shape[:-1], self.out_features)
+
+    def _cached_dense(self, dtype, device) -> torch.Tensor:
+        """The dense weight in `dtype` on `device`, decoded once and kept (codecs without a GPU
+        kernel, and the storage codecs DENSE_AT_LOAD)."""
+        c = self._dense_cache
+        if c is None or c[0] != device or c[1] != dtype:
+            c = (device, dtype, self.dense_weight(dtype).to(device))
+            self._dense_cache = c
+            self._finite_checked = True  # dense_weight checked W (spec 7.3 step 3)
+        return c[2]
 
     def _forward_cuda(self, x2: torch.Tensor) -> torch.Tensor:
         g = gpu_kernels()
@@ -432,7 +469,7 @@ def load_pvqc_into(model: nn.Module, path, dtype=None, strict: bool = False) -> 
             q = QuantizedLinear.from_container(container, wname, bias=bias, dtype=dtype or mod.weight.dtype).to(dev)
             if dev.type == "cuda":
                 q.to_fixed_rate()  # entropy-coded payloads decoded once, here
-                q.check_finite()  # spec 7.3 step 3, once, here
+                q.check_finite()  # spec 7.3 step 3, once, here (DENSE_AT_LOAD: the dense weight, decoded)
             _set_submodule(model, mod_name, q)
             done.add(wname)
             report["quantized"].append(wname)
