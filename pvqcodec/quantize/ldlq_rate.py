@@ -37,6 +37,7 @@ state the next block starts from.
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -82,6 +83,26 @@ class RateControlledQuantizer(BlockQuantizer):
     def unit_rates(self, k: int, code: list) -> np.ndarray:
         """lambda * bits of each row unit of block k's code (coordinate descent's rate term)."""
         return None
+
+
+class ScaleSearchQuantizer(RateControlledQuantizer):
+    """A RateControlledQuantizer whose knob is the log of its quantization scale (the
+    attribute named by `scale_attr`: ecsq's and ectcq's step, eclattice's half_scale), and
+    whose size is the codec's coded size of the whole tensor (self.codec, self.rows,
+    self.cols): about n/8 bytes less per doubling of the scale."""
+
+    scale_attr = "step"
+
+    def coded_bytes(self, enc):
+        size = coded_bytes(self.codec, enc, self.rows, self.cols)
+        enc.info["coded_bits"] = 8 * size / (self.rows * self.cols)
+        return size
+
+    def knob(self):
+        return math.log(getattr(self, self.scale_attr))
+
+    def default_slope(self):
+        return -self.rows * self.cols / 8 / math.log(2)
 
 
 def next_knob(tried: list, target: float, slope0: float):

@@ -15,6 +15,7 @@ import numpy as np
 from ...coding.select import code_stream
 from ...errors import InputError
 from .. import Encoded
+from ..coded_rate import target_bits as coded_target_bits
 from . import GROUP, EclatticeCodec, groups_per_row
 from .quantizer import group_symbols, quantize_groups
 
@@ -31,13 +32,7 @@ HALF_SCALE_FLOOR = 32760.0  # half_scale >= max|x| / this keeps every |c_i| <= C
 
 
 def target_bits(bits) -> float:
-    try:
-        b = float(bits)
-    except (TypeError, ValueError):
-        raise InputError(f"eclattice --bits must be a number of bits per weight, got {bits!r}") from None
-    if not 0.25 <= b <= 12:
-        raise InputError(f"eclattice --bits must be in 0.25..12 (coded bits per weight), got {bits}")
-    return b
+    return coded_target_bits("eclattice", bits)
 
 
 def groups_of(wp: np.ndarray, weighting=None) -> tuple:

@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ...quantize.ldlq_rate import RateControlledQuantizer, coded_bytes
+from ...quantize.ldlq_rate import ScaleSearchQuantizer
 from . import GROUP, EclatticeCodec, decode_eclattice_points
 from .encoder import HALF_SCALE_FLOOR, LAMBDA_RATIO, WARM_ITERS, encoded_from_points, groups_of, target_bits
 from .quantizer import point_bits, quantize_groups, quantize_points, tables_from_points
@@ -36,8 +36,9 @@ def _bits_of_points(c, lens):
     return out
 
 
-class EclatticeBlockQuantizer(RateControlledQuantizer):
+class EclatticeBlockQuantizer(ScaleSearchQuantizer):
     width = GROUP
+    scale_attr = "hs"  # half_scale
     unit_rows = 1
 
     def __init__(self, wp, options, free):
@@ -88,17 +89,6 @@ class EclatticeBlockQuantizer(RateControlledQuantizer):
                                    {"half_scale": float(hs), "lambda_ratio": self.ratio})
 
     # ---- rate control ----------------------------------------------------------------------------
-
-    def coded_bytes(self, enc):
-        size = coded_bytes(self.codec, enc, self.rows, self.cols)
-        enc.info["coded_bits"] = 8 * size / (self.rows * self.cols)
-        return size
-
-    def knob(self):
-        return math.log(self.hs)
-
-    def default_slope(self):
-        return -self.rows * self.cols / 8 / math.log(2)
 
     def retune(self, knob, codes, targets, weights):
         self.hs = max(float(np.float32(math.exp(knob))), self.hs_min)

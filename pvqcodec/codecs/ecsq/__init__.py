@@ -22,6 +22,7 @@ from ...coding import StreamSpec
 from ...errors import InputError, ParamsInvalid
 from ...params import parse_exact
 from .. import Codec, Encoded, register
+from ..coded_rate import target_bits as coded_target_bits
 from .quantizer import MAX_MAG, ecsq_quantize, magnitudes
 
 MAX_OFFSETS = 65535
@@ -122,13 +123,7 @@ def decode_ecsq_values(sym, step, offsets) -> np.ndarray:
 
 
 def target_bits(bits) -> float:
-    try:
-        b = float(bits)
-    except (TypeError, ValueError):
-        raise InputError(f"ecsq --bits must be a number of bits per weight, got {bits!r}") from None
-    if not 0.25 <= b <= 12:
-        raise InputError(f"ecsq --bits must be in 0.25..12 (coded bits per weight), got {bits}")
-    return b
+    return coded_target_bits("ecsq", bits)
 
 
 def offsets_from_centroids(rec: np.ndarray, sym: np.ndarray, step: float) -> np.ndarray:

@@ -25,14 +25,14 @@ import math
 import numpy as np
 
 from .. import Encoded
-from ...quantize.ldlq_rate import RateControlledQuantizer, coded_bytes
+from ...quantize.ldlq_rate import ScaleSearchQuantizer
 from . import LAMBDA_RATIO, LLOYD_ITERS, EcsqCodec, decode_ecsq_values, offsets_from_centroids, target_bits
 from .quantizer import MAX_MAG, _assign, code_lengths, ecsq_quantize, zigzag
 
 LDLQ_WIDTH = 1
 
 
-class EcsqBlockQuantizer(RateControlledQuantizer):
+class EcsqBlockQuantizer(ScaleSearchQuantizer):
     unit_rows = 1
 
     def __init__(self, wp, options, free):
@@ -98,17 +98,6 @@ class EcsqBlockQuantizer(RateControlledQuantizer):
         return Encoded(params, [self._symbols(codes)], {"step": float(step), "lambda_ratio": self.ratio})
 
     # ---- rate control ----------------------------------------------------------------------------
-
-    def coded_bytes(self, enc):
-        size = coded_bytes(self.codec, enc, self.rows, self.cols)
-        enc.info["coded_bits"] = 8 * size / (self.rows * self.cols)
-        return size
-
-    def knob(self):
-        return math.log(self.step)
-
-    def default_slope(self):
-        return -self.rows * self.cols / 8 / math.log(2)  # about n/8 bytes less per doubling of the step
 
     def retune(self, knob, codes, targets, weights):
         step = float(np.float32(math.exp(knob)))

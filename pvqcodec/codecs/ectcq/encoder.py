@@ -22,6 +22,7 @@ import numpy as np
 
 from ...errors import InputError
 from .. import Encoded
+from ..coded_rate import target_bits as coded_target_bits
 from .quantizer import EctcqTables, ectcq_lloyd
 from .trellis import STATE_BITS, union_symbol
 from .viterbi import JMAX, walk_states
@@ -38,13 +39,7 @@ STEP_RMS = 2.24  # step / RMS at R bits is about 2.24 * 2^-R (N(0, 1), 2 bits, 2
 
 
 def target_bits(bits) -> float:
-    try:
-        b = float(bits)
-    except (TypeError, ValueError):
-        raise InputError(f"ectcq --bits must be a number of bits per weight, got {bits!r}") from None
-    if not 0.25 <= b <= 12:
-        raise InputError(f"ectcq --bits must be in 0.25..12 (coded bits per weight), got {bits}")
-    return b
+    return coded_target_bits("ectcq", bits)
 
 
 def state_bits_option(options) -> int:

@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from ...quantize.ldlq_rate import RateControlledQuantizer, coded_bytes
+from ...quantize.ldlq_rate import ScaleSearchQuantizer
 from .. import Encoded
 from ..ecsq import decode_ecsq_values
 from . import EctcqCodec
@@ -52,7 +52,7 @@ LOOKAHEAD = 64
 PSP = True
 
 
-class EctcqBlockQuantizer(RateControlledQuantizer):
+class EctcqBlockQuantizer(ScaleSearchQuantizer):
     forward = True
     supports_passes = False
     unit_rows = 1
@@ -143,17 +143,6 @@ class EctcqBlockQuantizer(RateControlledQuantizer):
                                                                 "lambda_ratio": self.ratio})
 
     # ---- rate control ----------------------------------------------------------------------------
-
-    def coded_bytes(self, enc):
-        size = coded_bytes(self.codec, enc, self.rows, self.cols)
-        enc.info["coded_bits"] = 8 * size / (self.rows * self.cols)
-        return size
-
-    def knob(self):
-        return math.log(self.step)
-
-    def default_slope(self):
-        return -self.rows * self.cols / 8 / math.log(2)
 
     def retune(self, knob, codes, targets, weights):
         self._set(self._lloyd(targets, weights, math.exp(knob)))
