@@ -290,21 +290,20 @@ __device__ __forceinline__ void flush(const Output& o, const ST* stage, long lon
     __syncwarp();
 }
 
-// Chunk j (4.3.1, 4.3.4): returns 0 or error bits. The ring's copies are drained by the caller.
-template <int MODE, typename ST>
-__device__ __forceinline__ int decode_chunk(const Chunks& ck, long long j, const uint32_t* stab, const uint16_t* ssym,
-                                            int P, const Uniform& un, const Output& o, WordRing& w, ST* stage,
-                                            int lane) {
+// Chunk j's start (4.3.1): its first symbol and symbol count, lane's initial state x (w[2l] +
+// 65536 w[2l+1], in [2^16, 2^32)), the word ring positioned at its first refill word and nw,
+// lane's first word. Returns ERR_STATE where a lane's state is out of range (warp-uniform).
+__device__ __forceinline__ int open_chunk(const Chunks& ck, long long j, WordRing& w, int lane, long long& first,
+                                          int& n, unsigned& x, unsigned& nw) {
     const unsigned long long* chunk_end = reinterpret_cast<const unsigned long long*>(ck.payload + ck.table_off);
     const long long start = j ? (long long)chunk_end[j - 1] : 0;
     const long long stop = (long long)chunk_end[j];
-    const long long first = j * ck.S;
-    const int n = (int)(ck.count - first < ck.S ? ck.count - first : ck.S);
+    first = j * ck.S;
+    n = (int)(ck.count - first < ck.S ? ck.count - first : ck.S);
 
-    // Lane l's initial state is w[2l] + 65536 w[2l+1], in [2^16, 2^32).
     const uint16_t* w16 = reinterpret_cast<const uint16_t*>(ck.payload);
     const long long hw = ck.data_hw + start;
-    unsigned x = (unsigned)w16[hw + 2 * lane] | ((unsigned)w16[hw + 2 * lane + 1] << 16);
+    x = (unsigned)w16[hw + 2 * lane] | ((unsigned)w16[hw + 2 * lane + 1] << 16);
     if (__any_sync(FULL, x < L)) return ERR_STATE;
 
     w.payload = ck.payload;
@@ -313,7 +312,19 @@ __device__ __forceinline__ int decode_chunk(const Chunks& ck, long long j, const
     w.pos = (unsigned)(hw + 64 - w.g0);
     w.end = (unsigned)(ck.data_hw + stop - w.g0);
     w.start(lane);
-    unsigned nw = w.word(lane);
+    nw = w.word(lane);
+    return 0;
+}
+
+// Chunk j (4.3.1, 4.3.4): returns 0 or error bits. The ring's copies are drained by the caller.
+template <int MODE, typename ST>
+__device__ __forceinline__ int decode_chunk(const Chunks& ck, long long j, const uint32_t* stab, const uint16_t* ssym,
+                                            int P, const Uniform& un, const Output& o, WordRing& w, ST* stage,
+                                            int lane) {
+    long long first;
+    int n;
+    unsigned x, nw;
+    if (open_chunk(ck, j, w, lane, first, n, x, nw)) return ERR_STATE;
 
     const unsigned mask = (1u << P) - 1u;
     const unsigned lt = (1u << lane) - 1u;
@@ -416,24 +427,10 @@ __device__ __forceinline__ void or_bits(uint32_t* packed, long long bit, unsigne
 __device__ __forceinline__ int decode_chunk_wide(const Chunks& ck, long long j, const uint32_t* desc,
                                                  const uint16_t* index, int nl, uint32_t* packed, int width,
                                                  WordRing& w, int lane) {
-    const unsigned long long* chunk_end = reinterpret_cast<const unsigned long long*>(ck.payload + ck.table_off);
-    const long long start = j ? (long long)chunk_end[j - 1] : 0;
-    const long long stop = (long long)chunk_end[j];
-    const long long first = j * ck.S;
-    const int n = (int)(ck.count - first < ck.S ? ck.count - first : ck.S);
-
-    const uint16_t* w16 = reinterpret_cast<const uint16_t*>(ck.payload);
-    const long long hw = ck.data_hw + start;
-    unsigned x = (unsigned)w16[hw + 2 * lane] | ((unsigned)w16[hw + 2 * lane + 1] << 16);
-    if (__any_sync(FULL, x < L)) return ERR_STATE;
-
-    w.payload = ck.payload;
-    w.length = ck.length;
-    w.g0 = (hw + 64) & ~7LL;
-    w.pos = (unsigned)(hw + 64 - w.g0);
-    w.end = (unsigned)(ck.data_hw + stop - w.g0);
-    w.start(lane);
-    unsigned nw = w.word(lane);
+    long long first;
+    int n;
+    unsigned x, nw;
+    if (open_chunk(ck, j, w, lane, first, n, x, nw)) return ERR_STATE;
 
     const unsigned lt = (1u << lane) - 1u;
     const int steps = (n + 31) >> 5;

@@ -371,6 +371,19 @@ static int rd_sub(reader *r, uint64_t n, reader *sub)
 /* 1.3: "Every length-delimited part is consumed exactly." */
 static int rd_done(const reader *r) { return r->pos == r->size; }
 
+/* The two params_invalid failures that every parameter block shares (1.3): its fields could
+ * not all be read (`read_ok` 0), or they do not use the block exactly. `what` names the
+ * block's owner ("pvq codec", "rht transform"). */
+static pvqc_error params_misread(pvqc_file *f, const tensor_rec *t, const reader *r, int read_ok, const char *what)
+{
+    if (!read_ok)
+        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": %s: cannot parse its parameter block",
+                    NAME_ARG(t), what);
+    return fail(f, PVQC_ERR_PARAMS_INVALID,
+                "tensor " NAME_FMT ": %s: parameter block is %llu bytes but its fields use %llu", NAME_ARG(t), what,
+                (ull)r->size, (ull)r->pos);
+}
+
 /* 1.1: "Strings are UTF-8 ... Invalid UTF-8 is corrupt." Strict UTF-8 (RFC 3629): no
  * overlong forms, no surrogates (U+D800..U+DFFF), nothing above U+10FFFF. */
 static int utf8_valid(const uint8_t *s, uint64_t n)
@@ -1400,14 +1413,10 @@ static pvqc_error rht_parse_params(pvqc_file *f, tensor_rec *t)
     uint64_t lens[2];
     unsigned h;
     uint64_t q;
+    int read_ok;
     rd_init(&r, t->tparams, t->tparams_len);
-    if (!rd_u64(&r, &t->rht_seed) || !rd_u32(&r, &blocks[0]) || !rd_u32(&r, &blocks[1]))
-        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": rht transform: cannot parse its parameter block",
-                    NAME_ARG(t));
-    if (!rd_done(&r))
-        return fail(f, PVQC_ERR_PARAMS_INVALID,
-                    "tensor " NAME_FMT ": rht transform: parameter block is %lu bytes but its fields use 16",
-                    NAME_ARG(t), (unsigned long)t->tparams_len);
+    read_ok = rd_u64(&r, &t->rht_seed) && rd_u32(&r, &blocks[0]) && rd_u32(&r, &blocks[1]);
+    if (!read_ok || !rd_done(&r)) return params_misread(f, t, &r, read_ok, "rht transform");
     if (t->rows == 0 || t->cols == 0)
         return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": rht transform of an empty %llu x %llu matrix",
                     NAME_ARG(t), (ull)t->rows, (ull)t->cols);
@@ -1828,19 +1837,11 @@ static pvqc_error pvq_parse_params(pvqc_file *f, tensor_rec *t)
 {
     reader r, table;
     unsigned d, k, gb, i;
-    uint64_t table_bytes;
+    int read_ok;
     rd_init(&r, t->cparams, t->cparams_len);
-    if (!rd_u16(&r, &d) || !rd_u16(&r, &k) || !rd_u8(&r, &gb))
-        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": pvq codec: cannot parse its parameter block",
-                    NAME_ARG(t));
-    table_bytes = gb <= PVQ_MAX_GAIN_BITS ? (4ull << gb) : 0u;
-    if (!rd_sub(&r, table_bytes, &table))
-        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": pvq codec: cannot parse its parameter block",
-                    NAME_ARG(t));
-    if (!rd_done(&r))
-        return fail(f, PVQC_ERR_PARAMS_INVALID,
-                    "tensor " NAME_FMT ": pvq codec: parameter block is %llu bytes but its fields use %llu",
-                    NAME_ARG(t), (ull)t->cparams_len, (ull)r.pos);
+    read_ok = rd_u16(&r, &d) && rd_u16(&r, &k) && rd_u8(&r, &gb) &&
+              rd_sub(&r, gb <= PVQ_MAX_GAIN_BITS ? (4ull << gb) : 0u, &table);
+    if (!read_ok || !rd_done(&r)) return params_misread(f, t, &r, read_ok, "pvq codec");
     if (d < 1 || d > PVQ_MAX_D)
         return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": pvq group_size %u outside 1..%u", NAME_ARG(t),
                     d, PVQ_MAX_D);
@@ -2155,15 +2156,11 @@ static pvqc_error pvqvr_parse_params(pvqc_file *f, tensor_rec *t)
 {
     reader r, kv, table;
     unsigned d, kc, gb, i;
+    int read_ok;
     rd_init(&r, t->cparams, t->cparams_len);
-    if (!rd_u16(&r, &d) || !rd_u16(&r, &kc) || !rd_sub(&r, kc <= PVQVR_MAX_K_COUNT ? 2ull * kc : 0u, &kv) ||
-        !rd_u8(&r, &gb) || !rd_sub(&r, gb <= PVQ_MAX_GAIN_BITS ? (4ull << gb) : 0u, &table))
-        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": pvqvr codec: cannot parse its parameter block",
-                    NAME_ARG(t));
-    if (!rd_done(&r))
-        return fail(f, PVQC_ERR_PARAMS_INVALID,
-                    "tensor " NAME_FMT ": pvqvr codec: parameter block is %llu bytes but its fields use %llu",
-                    NAME_ARG(t), (ull)t->cparams_len, (ull)r.pos);
+    read_ok = rd_u16(&r, &d) && rd_u16(&r, &kc) && rd_sub(&r, kc <= PVQVR_MAX_K_COUNT ? 2ull * kc : 0u, &kv) &&
+              rd_u8(&r, &gb) && rd_sub(&r, gb <= PVQ_MAX_GAIN_BITS ? (4ull << gb) : 0u, &table);
+    if (!read_ok || !rd_done(&r)) return params_misread(f, t, &r, read_ok, "pvqvr codec");
     if (d < 1 || d > PVQ_MAX_D)
         return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": pvqvr group_size %u outside 1..%u", NAME_ARG(t),
                     d, PVQ_MAX_D);
@@ -2474,14 +2471,10 @@ static pvqc_error trellis_parse_params(pvqc_file *f, tensor_rec *t)
     reader r;
     unsigned code, L, k, flags;
     uint32_t scale_bits;
+    int read_ok;
     rd_init(&r, t->cparams, t->cparams_len);
-    if (!rd_u8(&r, &code) || !rd_u8(&r, &L) || !rd_u8(&r, &k) || !rd_u8(&r, &flags) || !rd_u32(&r, &scale_bits))
-        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": trellis codec: cannot parse its parameter block",
-                    NAME_ARG(t));
-    if (!rd_done(&r))
-        return fail(f, PVQC_ERR_PARAMS_INVALID,
-                    "tensor " NAME_FMT ": trellis codec: parameter block is %llu bytes but its fields use 8", NAME_ARG(t),
-                    (ull)t->cparams_len);
+    read_ok = rd_u8(&r, &code) && rd_u8(&r, &L) && rd_u8(&r, &k) && rd_u8(&r, &flags) && rd_u32(&r, &scale_bits);
+    if (!read_ok || !rd_done(&r)) return params_misread(f, t, &r, read_ok, "trellis codec");
     if (code > 2)
         return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": trellis code %u unknown (0 1mad, 1 3inst, 2 hyb)",
                     NAME_ARG(t), code);
@@ -2731,14 +2724,10 @@ static pvqc_error lattice_parse_params(pvqc_file *f, tensor_rec *t)
 {
     reader r, sc;
     unsigned stages, flags;
+    int read_ok;
     rd_init(&r, t->cparams, t->cparams_len);
-    if (!rd_u8(&r, &stages) || !rd_u8(&r, &flags) || !rd_sub(&r, 4ull * stages, &sc))
-        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": lattice codec: cannot parse its parameter block",
-                    NAME_ARG(t));
-    if (!rd_done(&r))
-        return fail(f, PVQC_ERR_PARAMS_INVALID,
-                    "tensor " NAME_FMT ": lattice codec: parameter block is %llu bytes but its fields use %llu",
-                    NAME_ARG(t), (ull)t->cparams_len, (ull)r.pos);
+    read_ok = rd_u8(&r, &stages) && rd_u8(&r, &flags) && rd_sub(&r, 4ull * stages, &sc);
+    if (!read_ok || !rd_done(&r)) return params_misread(f, t, &r, read_ok, "lattice codec");
     if (stages < 1 || stages > 3)
         return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": lattice stages %u outside 1..3", NAME_ARG(t), stages);
     if (flags & ~1u)
@@ -2877,15 +2866,11 @@ static pvqc_error ecsq_parse_params(pvqc_file *f, tensor_rec *t)
     unsigned flags, reserved, n;
     uint32_t step_bits;
     float step;
+    int read_ok;
     rd_init(&r, t->cparams, t->cparams_len);
-    if (!rd_u32(&r, &step_bits) || !rd_u8(&r, &flags) || !rd_u8(&r, &reserved) || !rd_u16(&r, &n) ||
-        !rd_sub(&r, 4ull * n, &offs))
-        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ecsq codec: cannot parse its parameter block",
-                    NAME_ARG(t));
-    if (!rd_done(&r))
-        return fail(f, PVQC_ERR_PARAMS_INVALID,
-                    "tensor " NAME_FMT ": ecsq codec: parameter block is %llu bytes but its fields use %llu",
-                    NAME_ARG(t), (ull)t->cparams_len, (ull)r.pos);
+    read_ok = rd_u32(&r, &step_bits) && rd_u8(&r, &flags) && rd_u8(&r, &reserved) && rd_u16(&r, &n) &&
+              rd_sub(&r, 4ull * n, &offs);
+    if (!read_ok || !rd_done(&r)) return params_misread(f, t, &r, read_ok, "ecsq codec");
     step = u32_as_f32(step_bits);
     if ((step_bits & 0x7F800000u) == 0x7F800000u || !(step > 0.0f))
         return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ecsq step %.9g is not a finite value > 0",
@@ -3049,15 +3034,11 @@ static pvqc_error ectcq_parse_params(pvqc_file *f, tensor_rec *t)
     uint32_t step_bits;
     uint64_t a0_count;
     float step;
+    int read_ok;
     rd_init(&r, t->cparams, t->cparams_len);
-    if (!rd_u32(&r, &step_bits) || !rd_u8(&r, &v) || !rd_u8(&r, &flags) || !rd_u16(&r, &n) ||
-        !rd_u64(&r, &a0_count) || !rd_sub(&r, 4ull * n, &offs))
-        return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ectcq codec: cannot parse its parameter block",
-                    NAME_ARG(t));
-    if (!rd_done(&r))
-        return fail(f, PVQC_ERR_PARAMS_INVALID,
-                    "tensor " NAME_FMT ": ectcq codec: parameter block is %llu bytes but its fields use %llu",
-                    NAME_ARG(t), (ull)t->cparams_len, (ull)r.pos);
+    read_ok = rd_u32(&r, &step_bits) && rd_u8(&r, &v) && rd_u8(&r, &flags) && rd_u16(&r, &n) && rd_u64(&r, &a0_count) &&
+              rd_sub(&r, 4ull * n, &offs);
+    if (!read_ok || !rd_done(&r)) return params_misread(f, t, &r, read_ok, "ectcq codec");
     step = u32_as_f32(step_bits);
     if ((step_bits & 0x7F800000u) == 0x7F800000u || !(step > 0.0f))
         return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": ectcq step %.9g is not a finite value > 0",
@@ -3254,15 +3235,11 @@ static pvqc_error eclattice_parse_params(pvqc_file *f, tensor_rec *t)
     uint32_t hs_bits;
     uint64_t n_i, n_0;
     float hs;
+    int read_ok;
     rd_init(&r, t->cparams, t->cparams_len);
-    if (!rd_u32(&r, &hs_bits) || !rd_u8(&r, &flags) || !rd_u8(&r, &res[0]) || !rd_u8(&r, &res[1]) ||
-        !rd_u8(&r, &res[2]) || !rd_u64(&r, &n_i) || !rd_u64(&r, &n_0))
-        return fail(f, PVQC_ERR_PARAMS_INVALID,
-                    "tensor " NAME_FMT ": eclattice codec: cannot parse its parameter block", NAME_ARG(t));
-    if (!rd_done(&r))
-        return fail(f, PVQC_ERR_PARAMS_INVALID,
-                    "tensor " NAME_FMT ": eclattice codec: parameter block is %llu bytes but its fields use %llu",
-                    NAME_ARG(t), (ull)t->cparams_len, (ull)r.pos);
+    read_ok = rd_u32(&r, &hs_bits) && rd_u8(&r, &flags) && rd_u8(&r, &res[0]) && rd_u8(&r, &res[1]) &&
+              rd_u8(&r, &res[2]) && rd_u64(&r, &n_i) && rd_u64(&r, &n_0);
+    if (!read_ok || !rd_done(&r)) return params_misread(f, t, &r, read_ok, "eclattice codec");
     hs = u32_as_f32(hs_bits);
     if ((hs_bits & 0x7F800000u) == 0x7F800000u || !(hs > 0.0f))
         return fail(f, PVQC_ERR_PARAMS_INVALID, "tensor " NAME_FMT ": eclattice half_scale %.9g is not a finite value > 0",

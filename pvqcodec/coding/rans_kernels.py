@@ -127,6 +127,19 @@ def _initial_states(words, start, states, err, j):
 
 
 @numba.njit(cache=True)
+def _open_chunk(words, chunk_end, j, count, S, first_chunk, states, err):
+    """Chunk j (4.3.1): its 32 initial states read into `states` (False on a bad state,
+    err set), the position of its first refill word, its end, its first symbol, its symbol
+    count, and where its symbols go in an output that starts at chunk first_chunk."""
+    start = 0 if j == 0 else np.int64(chunk_end[j - 1])
+    end = np.int64(chunk_end[j])
+    first = j * S
+    n = min(S, count - first)
+    ok = _initial_states(words, start, states, err, j)
+    return ok, start + 64, end, first, n, first - first_chunk * S
+
+
+@numba.njit(cache=True)
 def _final_states(states, pos, end, err, j):
     for l in range(32):
         if states[l] != L_BOUND:
@@ -149,14 +162,9 @@ def decode_table(words, chunk_end, count, S, first_chunk, n_chunks, freq, cum, l
     mask = (1 << P) - 1
     states = np.empty(32, np.int64)
     for j in range(first_chunk, first_chunk + n_chunks):
-        start = 0 if j == 0 else np.int64(chunk_end[j - 1])
-        end = np.int64(chunk_end[j])
-        if not _initial_states(words, start, states, err, j):
+        ok, pos, end, first, n, base = _open_chunk(words, chunk_end, j, count, S, first_chunk, states, err)
+        if not ok:
             return
-        pos = start + 64
-        first = j * S
-        n = min(S, count - first)
-        base = first - first_chunk * S
         for i in range(n):
             l = i & 31
             x = states[l]
@@ -259,14 +267,9 @@ def decode_uniform(words, chunk_end, count, S, first_chunk, n_chunks, bidx, nops
     their symbols. bidx is indexed by stream position."""
     states = np.empty(32, np.int64)
     for j in range(first_chunk, first_chunk + n_chunks):
-        start = 0 if j == 0 else np.int64(chunk_end[j - 1])
-        end = np.int64(chunk_end[j])
-        if not _initial_states(words, start, states, err, j):
+        ok, pos, end, first, n, base = _open_chunk(words, chunk_end, j, count, S, first_chunk, states, err)
+        if not ok:
             return
-        pos = start + 64
-        first = j * S
-        n = min(S, count - first)
-        base = first - first_chunk * S
         for t in range((n + 31) // 32):
             lanes = min(32, n - 32 * t)
             mo = 0
