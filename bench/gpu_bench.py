@@ -303,8 +303,10 @@ def run(args):
 #: are timing diagnostics whose output is meaningless.
 VARIANTS = {0: "default", 1: "version 5 decode, 8 warps", 2: "lean + acc2, 8 warps (version 6)",
             3: "lean + acc2 + 2 ahead, 8 warps", 4: "lean + acc2, 16 warps", 5: "lean, 16 warps",
-            6: "lean + acc2, 12 warps", 7: "diag: payload loads only (16 warps)", 8: "diag: decode + mma only (16 warps)"}
-DIAG_VARIANTS = (7, 8)
+            6: "lean + acc2, 12 warps", 7: "diag: payload loads only (16 warps)", 8: "diag: decode + mma only (16 warps)",
+            9: "lean + acc2 + k16, 16 warps", 10: "lean + acc2 + k16, 8 warps", 11: "diag: decode + mma only, k16",
+            12: "lean + acc2 + k16 (stage 2 only), 16 warps", 13: "diag: decode + mma only, k16 stage 2"}
+DIAG_VARIANTS = (7, 8, 11, 13)
 
 
 def variant_sweep(shapes, out_dir):

@@ -46,20 +46,32 @@ constexpr int TAB_BYTES = 256 * 32 * 4;  // one replicated table (stride-128 lay
 //   diag  (bits 4-5) 1: payload loads only (no decode), 2: decode and products only (words made
 //                    up in registers): timing diagnostics, the output is meaningless;
 //   warps (bits 6-7) 8, 16 or 12 warps (16 rows each) per block; one block per multiprocessor
+//   k16   (bit 8)    stage vectors (stages 2, 3) stored in shared memory as their four float16
+//                    pairs (16 bytes, 8 copies per entry: lane l reads copy l mod 8, so each
+//                    quarter-warp covers the 32 banks once): one 16-byte lookup instead of a
+//                    word lookup and 9 conversion instructions; trades issue slots (the ALU pipe
+//                    bound the kernel at 3 stages) for shared-memory wavefronts
+//   k16a  (bit 9)    with k16: only stage 2 takes the 16-byte lookups, stage 3 keeps the word
+//                    lookup and its conversion, to balance the ALU pipe and shared memory
 //                    (shared memory), so this is the number of warps per multiprocessor.
 __host__ __device__ constexpr int v_pf(int v) { return (v & 3) ? (v & 3) : 1; }
 __host__ __device__ constexpr bool v_acc2(int v) { return (v >> 2) & 1; }
 __host__ __device__ constexpr bool v_lean(int v) { return (v >> 3) & 1; }
 __host__ __device__ constexpr int v_diag(int v) { return (v >> 4) & 3; }
+__host__ __device__ constexpr bool v_k16(int v) { return (v >> 8) & 1; }
+__host__ __device__ constexpr bool v_k16a(int v) { return (v >> 9) & 1; }
 __host__ __device__ constexpr int v_warps(int v) { return ((v >> 6) & 3) == 1 ? 16 : ((v >> 6) & 3) == 2 ? 12 : 8; }
-constexpr int V_PF2 = 2, V_ACC2 = 4, V_LEAN = 8, V_MEM = 16, V_ALU = 32, V_W16 = 64, V_W12 = 128;
+constexpr int V_PF2 = 2, V_ACC2 = 4, V_LEAN = 8, V_MEM = 16, V_ALU = 32, V_W16 = 64, V_W12 = 128, V_K16 = 256, V_K16A = 512;
 
 // The kernel every caller gets (variant index 0), by stages and products per step (MT): 16 warps
-// where the 128 registers a thread then has suffice (ptxas: no spills), else 8. NOTES.md
-// (lattice, versions 6 and 7) has the measurements behind it.
+// where the 128 registers a thread then has suffice (ptxas: no spills), else 8; up to 8 activation
+// rows, stage vectors as float16 pairs (k16) for stage 2 and word lookups for stage 3 (with 9-16
+// rows the 8-warp kernels measured 1-2 % slower with k16). NOTES.md (lattice, versions 6 to 8)
+// has the measurements behind it.
 template <int STAGES, int MT>
 struct Default {
-    static constexpr int value = (MT == 2 && STAGES >= 2) ? (V_LEAN | V_ACC2) : (V_LEAN | V_ACC2 | V_W16);
+    static constexpr int K16 = STAGES == 2 ? V_K16 : STAGES == 3 ? (V_K16 | V_K16A) : 0;
+    static constexpr int value = (MT == 2 && STAGES >= 2) ? (V_LEAN | V_ACC2) : (V_LEAN | V_ACC2 | V_W16 | K16);
 };
 
 // Shared memory of the tables: stride-128 layout, T, S (, K) at 32 KB each; lean layout, T'/S'
@@ -204,6 +216,8 @@ __global__ void __launch_bounds__(v_warps(V) * 32, 1) lattice_gemv_kernel(
     constexpr int WARPS = v_warps(V), THREADS = WARPS * 32, ROWS_PER_BLOCK = WARPS * 16;
     constexpr int PF = v_pf(V), NACC = v_acc2(V) ? 2 : 1, DIAG = v_diag(V);
     constexpr bool LEAN = v_lean(V);
+    constexpr bool K16 = LEAN && v_k16(V) && STAGES >= 2;
+    constexpr bool K16W = K16 && v_k16a(V) && STAGES >= 3;  // stage 3 reads words (at byte 128 of an entry)
     __shared__ float cx[16];
     extern __shared__ uint4 smem[];  // the tables (tab_bytes), then the x' slice [m][kb * 64 + XPAD]
     const unsigned char* T = reinterpret_cast<const unsigned char*>(smem);
@@ -215,7 +229,7 @@ __global__ void __launch_bounds__(v_warps(V) * 32, 1) lattice_gemv_kernel(
     const int xstride = kb * 64 + XPAD;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int gq = lane >> 2, t = lane & 3;
-    const uint32_t lane4 = (uint32_t)lane * 4u;
+    const uint32_t lane4 = (uint32_t)lane * 4u, lane16 = (uint32_t)(lane & 7) * 16u;
     const int r0 = blockIdx.x * ROWS_PER_BLOCK + warp * 16 + gq, r1 = r0 + 8;
     const bool ok0 = r0 < rows, ok1 = r1 < rows;
     const long long ro0 = (long long)(ok0 ? r0 : 0) * gr, ro1 = (long long)(ok1 ? r1 : 0) * gr;
@@ -258,7 +272,17 @@ __global__ void __launch_bounds__(v_warps(V) * 32, 1) lattice_gemv_kernel(
 #pragma unroll
         for (int j = 0; j < NK; ++j) {
             const int i = threadIdx.x + j * THREADS;
-            if (i < 256 * 8) smem[256 * 16 + (i >> 3) * 16 + (i & 7)] = make_uint4(v[NTS + j], v[NTS + j], v[NTS + j], v[NTS + j]);
+            if (i >= 256 * 8) continue;
+            if (K16) {
+                uint32_t h[4];
+                lattice::stage_k_h2(v[NTS + j], h);  // the same bits as the per-lookup conversion
+                smem[256 * 16 + (i >> 3) * 16 + (i & 7)] = make_uint4(h[0], h[1], h[2], h[3]);
+                if (K16W)
+                    smem[256 * 16 + (i >> 3) * 16 + 8 + (i & 7)] =
+                        make_uint4(v[NTS + j], v[NTS + j], v[NTS + j], v[NTS + j]);
+            } else {
+                smem[256 * 16 + (i >> 3) * 16 + (i & 7)] = make_uint4(v[NTS + j], v[NTS + j], v[NTS + j], v[NTS + j]);
+            }
         }
     } else {
         constexpr int NE = (STAGES >= 2 ? 3 : 2) * 256 * 8;  // 8 uint4 = 32 copies per entry
@@ -351,9 +375,17 @@ __global__ void __launch_bounds__(v_warps(V) * 32, 1) lattice_gemv_kernel(
             lattice::e8p_point_h2(lds32(T, entry_off<J>(p1, lane4)) ^ lds32(S, entry_off<J>(s1_, lane4)), h1);
         }
     };
-    auto stagek = [&](auto jc, const uint4& l0, const uint4& l1, uint32_t* h0, uint32_t* h1) {
+    auto stagek = [&](auto jc, auto sc, const uint4& l0, const uint4& l1, uint32_t* h0, uint32_t* h1) {
         constexpr int J = decltype(jc)::value;
-        if (LEAN) {
+        if (K16W && decltype(sc)::value == 3) {
+            lattice::stage_k_h2(lds32(K + 128, entry_off256<J>(l0, lane4)), h0);
+            lattice::stage_k_h2(lds32(K + 128, entry_off256<J>(l1, lane4)), h1);
+        } else if (K16) {
+            const uint4 k0 = *reinterpret_cast<const uint4*>(K + entry_off256<J>(l0, lane16));
+            const uint4 k1 = *reinterpret_cast<const uint4*>(K + entry_off256<J>(l1, lane16));
+            h0[0] = k0.x; h0[1] = k0.y; h0[2] = k0.z; h0[3] = k0.w;
+            h1[0] = k1.x; h1[1] = k1.y; h1[2] = k1.z; h1[3] = k1.w;
+        } else if (LEAN) {
             lattice::stage_k_h2(lds32(K, entry_off256<J>(l0, lane4)), h0);
             lattice::stage_k_h2(lds32(K, entry_off256<J>(l1, lane4)), h1);
         } else {
@@ -388,7 +420,7 @@ __global__ void __launch_bounds__(v_warps(V) * 32, 1) lattice_gemv_kernel(
                 mma16816(acc[0][A][mt], h0[2], h1[2], h0[3], h1[3], xb[mt].z, xb[mt].w);
             }
             if (STAGES >= 2) {
-                stagek(jc, cur.l2[0], cur.l2[1], h0, h1);
+                stagek(jc, IntC<2>{}, cur.l2[0], cur.l2[1], h0, h1);
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     mma16816(acc[1][A][mt], h0[0], h1[0], h0[1], h1[1], xb[mt].x, xb[mt].y);
@@ -396,7 +428,7 @@ __global__ void __launch_bounds__(v_warps(V) * 32, 1) lattice_gemv_kernel(
                 }
             }
             if (STAGES >= 3) {
-                stagek(jc, cur.l3[0], cur.l3[1], h0, h1);
+                stagek(jc, IntC<3>{}, cur.l3[0], cur.l3[1], h0, h1);
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     mma16816(acc[STAGES - 1][A][mt], h0[0], h1[0], h0[1], h1[1], xb[mt].x, xb[mt].y);
@@ -457,6 +489,11 @@ constexpr int kVariants[] = {
     V_LEAN | V_ACC2 | V_W12,            // 6: 12 warps
     V_LEAN | V_ACC2 | V_W16 | V_MEM,    // 7: diagnostic, payload loads only
     V_LEAN | V_ACC2 | V_W16 | V_ALU,    // 8: diagnostic, decode + products only
+    V_LEAN | V_ACC2 | V_W16 | V_K16,    // 9: stage vectors as float16 pairs (16-byte lookups), 16 warps
+    V_LEAN | V_ACC2 | V_K16,            // 10: the same, 8 warps
+    V_LEAN | V_ACC2 | V_W16 | V_ALU | V_K16,  // 11: diagnostic, decode + products only, k16
+    V_LEAN | V_ACC2 | V_W16 | V_K16 | V_K16A,          // 12: k16 for stage 2 only, 16 warps
+    V_LEAN | V_ACC2 | V_W16 | V_ALU | V_K16 | V_K16A,  // 13: diagnostic, decode + products only, k16a
 };
 constexpr int kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 
