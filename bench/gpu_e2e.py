@@ -161,7 +161,7 @@ def main():
     tps_q = max(generate(qmodel, ids, args.tokens) for _ in range(2))
     res = {"model": f"LlamaForCausalLM random weights, hidden {args.hidden}, inter {args.inter}, heads {args.heads}/"
                     f"{args.kv_heads}, {args.layers} layers, vocab 32000",
-           "lattice_tiled": os.environ.get("PVQCODEC_LATTICE_TILED", "0"),
+           "lattice_tiled": os.environ.get("PVQCODEC_LATTICE_TILED", "1"),
            "quantized_linears": nq, "codec": args.codec, "bits": args.k,
            "logits_rel_err_vs_dequantized": rel, "argmax_agreement": agree,
            "eager_tokens_per_s_fp16": tps_fp16, "eager_tokens_per_s_quantized": tps_q,

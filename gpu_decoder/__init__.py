@@ -510,6 +510,19 @@ def lattice_tile(prepared, rows: int, cols: int):
     return t
 
 
+def lattice_untile(tiled, rows: int, cols: int, stages: int) -> list:
+    """The stream payloads (patterns, signs, stage 2, stage 3: `stages` + 1 uint8 tensors of
+    rows * ceil(cols / 8) bytes, on tiled's device) back from `lattice_tile`'s layout."""
+    k = int(stages)
+    gr = -(-cols // 8)
+    nch, r16 = -(-gr // 64), -(-rows // 16)
+    if tiled.numel() != lattice_tile_bytes(rows, cols, k):
+        raise ValueError("lattice_untile: tiled payload length")
+    # inverse of lattice_tile's permutation: (tile, chunk, stream, half, g, t, j) -> (stream, tile, half, g, chunk, t, j)
+    buf = tiled.view(r16, nch, k + 1, 2, 8, 4, 16).permute(2, 0, 3, 4, 1, 5, 6).reshape(k + 1, r16 * 16, nch * 64)
+    return [buf[i, :rows, :gr].contiguous().view(-1) for i in range(k + 1)]
+
+
 # ---- ECSQ (codec id 5, spec 6.6) -----------------------------------------------------------------
 
 _ECSQ_OFFSETS = {}

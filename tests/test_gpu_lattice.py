@@ -145,6 +145,50 @@ def test_tile_layout_matches_kernel_order():
         assert not t[~seen].any()
 
 
+def test_untile_inverts_tile():
+    if torch is None:
+        pytest.skip("torch is not installed")
+    rng = np.random.default_rng(6)
+    for rows, cols, k in ((16, 512, 1), (33, 1000, 3), (7, 8, 2), (130, 4104, 2)):
+        gr = -(-cols // 8)
+        st = [torch.from_numpy(rng.integers(0, 256, rows * gr).astype(np.uint8)) for _ in range(k + 1)]
+        e = torch.empty(0, dtype=torch.uint8)
+        t = g.lattice_tile((st[0], st[1], st[2] if k >= 2 else e, st[3] if k >= 3 else e, None, None, k), rows, cols)
+        back = g.lattice_untile(t, rows, cols, k)
+        assert len(back) == k + 1 and all(torch.equal(a, b) for a, b in zip(st, back))
+    with pytest.raises(ValueError):
+        g.lattice_untile(t[:-1], rows, cols, k)
+
+
+def test_quantized_linear_tiles_replace_streams():
+    """With the tiles (built on the first CUDA forward; here by hand, on the CPU) the module holds
+    one copy of the payload: the stream buffers are emptied, and every reader of the streams
+    (state_dict, the decoders, a move to another device, load_state_dict) gets them back."""
+    if torch is None:
+        pytest.skip("torch is not installed")
+    rng = np.random.default_rng(22)
+    rows, cols = 48, 1024
+    for k, rs in ((1, False), (3, True)):
+        q = _quantized_linear(rng, rows, cols, k, rs, rng.standard_normal(rows).astype(np.float32))
+        orig = [p.clone() for p in q._payloads()]
+        ref = q.reference_transformed()
+        tiled = q._lattice_tiled(g)
+        assert tiled is not None and tiled.numel() == g.lattice_tile_bytes(rows, cols, k)
+        pos = q._lattice_streams()
+        assert pos == list(range(int(rs), int(rs) + k + 1))
+        assert all(getattr(q, f"payload{i}").numel() == 0 for i in pos)
+        assert "bits_per_weight=" in repr(q) and f"{8 * sum(p.numel() for p in orig) / (rows * cols):.3f}" in repr(q)
+        sd = q.state_dict()
+        assert all(torch.equal(sd[f"payload{i}"], orig[i]) for i in range(q.n_payloads))
+        assert np.array_equal(q.reference_transformed(), ref)
+        q2 = _quantized_linear(np.random.default_rng(1), rows, cols, k, rs, np.zeros(rows, np.float32))
+        q2._lattice_tiled(g)
+        q2.load_state_dict(sd)  # into a tiled module: untiled first, then loaded
+        assert q2._tiled is None and all(torch.equal(a, b) for a, b in zip(q2._payloads(), orig))
+        q.to(torch.float32)  # any _apply puts the streams back first
+        assert q._tiled is None and all(torch.equal(a, b) for a, b in zip(q._payloads(), orig))
+
+
 @cuda
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_fused_product_tiled_layout(k):
@@ -199,10 +243,14 @@ def test_quantized_linear_lattice_cuda_matches_reference():
         bias = rng.standard_normal(rows).astype(np.float32)
         q = _quantized_linear(rng, rows, cols, k, rs, bias)
         ref_w = q.reference_dense()
+        orig = [p.clone() for p in q._payloads()]
         qc = q.to("cuda")
         qc(torch.randn(1, cols, dtype=torch.float16, device="cuda"))
         if __import__("pvqcodec.torch", fromlist=["x"]).LATTICE_TILED:  # 576 x 1536: no padding, tiled path taken
-            assert qc._lattice_tiles[1] is not None
+            assert qc._tiled is not None  # one copy: the tiles replaced the streams
+            assert all(getattr(qc, f"payload{i}").numel() == 0 for i in qc._lattice_streams())
+            sd = qc.state_dict()
+            assert all(torch.equal(sd[f"payload{i}"].cpu(), orig[i]) for i in range(qc.n_payloads))
         assert qc.gpu_transformed(torch.float32).cpu().numpy().tobytes() == \
             np.ascontiguousarray(q.reference_transformed(), np.float32).tobytes()
         w16 = qc.dense_weight(torch.float16).cpu()

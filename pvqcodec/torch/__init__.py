@@ -10,7 +10,9 @@ On a CUDA device the payloads stay compressed in GPU memory and the kernels of
   incoherence transform applied to the activations: y = A^T (W' (B x)) (spec 5.3.5: W = A^T W' B);
 - lattice, batch up to `LATTICE_FUSED_MAX_BATCH` rows: the fused decode + tensor-core product
   (activations B x rounded to float16 for the products, float32 accumulation), read from the
-  payload bytes re-laid out in tiles on the device once per layer (`LATTICE_TILED`);
+  payload bytes re-laid out in tiles on the device once per layer (`LATTICE_TILED`). The tiles
+  replace the stream payloads on the device (one copy); the other paths, `state_dict()` and
+  moves to another device get the streams back from them;
 - otherwise (PVQ, ecsq; larger batches): W' is decoded into a buffer shared by all layers and
   torch's matrix product runs on it, between the same two activation transforms;
 - ectcq and eclattice (storage codecs, `DENSE_AT_LOAD`): the GPU kernels decode the dense weight
@@ -59,12 +61,13 @@ RHT_ID = 1
 FUSED_MAX_BATCH = 16  # fused trellis product up to this many rows (chosen by bench/gpu_bench.py)
 FUSED_MAX_K = 4
 LATTICE_FUSED_MAX_BATCH = 16  # fused lattice product up to this many rows (chosen by bench/gpu_bench.py)
-#: fused lattice product from the payload bytes re-laid out in tiles on the device at load time
-#: (gpu_decoder.lattice_tile; the file format is unchanged), where the padding stays small.
-#: Off by default: it measured only 1.02-1.23x faster and keeps a second copy of the payloads
-#: (the decode path for larger batches still reads the original streams), doubling their memory.
-#: Set PVQCODEC_LATTICE_TILED=1 (or this flag) to trade memory for that speed.
-LATTICE_TILED = os.environ.get("PVQCODEC_LATTICE_TILED", "0") == "1"
+#: fused lattice product from the payload bytes re-laid out in tiles on the device at the first
+#: CUDA forward (gpu_decoder.lattice_tile; the file format is unchanged), where the zero padding
+#: stays small: 1.02-1.23x faster than the stream layout (bench/RESULTS.md), in the same memory,
+#: since the tiles replace the streams on the device (gpu_decoder.lattice_untile gives them back
+#: to the decode path for larger batches, state_dict() and device moves). PVQCODEC_LATTICE_TILED=0
+#: (or this flag) keeps the stream layout.
+LATTICE_TILED = os.environ.get("PVQCODEC_LATTICE_TILED", "1") != "0"
 
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -115,6 +118,8 @@ class QuantizedLinear(nn.Module):
             self.register_parameter("bias", None)
         self._dense_cache = None  # codecs without a GPU kernel: (device, dtype, tensor)
         self._rows_checked = False  # lattice: row scales checked finite once on the device
+        self._tiled = None  # lattice: the stream payloads in the fused kernel's tiles (they replace them)
+        self._tile_unfit = False  # lattice: the tiles' padding would exceed LATTICE_TILE_MAX_PAD
         self._finite_checked = False  # spec 7.3 step 3: W checked finite once (check_finite)
         self.name = "weight"  # the tensor's name in the file, for error messages
 
@@ -137,13 +142,55 @@ class QuantizedLinear(nn.Module):
     def extra_repr(self) -> str:
         codec = codec_by_id(self.codec_id)
         nbytes = sum(getattr(self, f"payload{i}").numel() for i in range(self.n_payloads))
+        if self._tiled is not None:
+            nbytes += len(self._lattice_streams()) * self.out_features * -(-self.in_features // 8)
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"codec={codec.name}, bits_per_weight={8 * nbytes / (self.in_features * self.out_features):.3f}")
 
     # ---- decoding ------------------------------------------------------------------------------
 
     def _payloads(self):
-        return [getattr(self, f"payload{i}") for i in range(self.n_payloads)]
+        """The payloads in stream order (a lattice module's tiled streams as temporaries)."""
+        ps = [getattr(self, f"payload{i}") for i in range(self.n_payloads)]
+        if self._tiled is not None:
+            for i, p in zip(self._lattice_streams(), self._untiled()):
+                ps[i] = p
+        return ps
+
+    # ---- the lattice tiles: one copy of the payload on the device ---------------------------------
+
+    def _lattice_streams(self) -> list:
+        """Positions of the lattice streams (patterns, signs, stage 2, stage 3) among the payloads."""
+        pos = 1 if self.codec_params["row_scales"] else 0
+        return list(range(pos, pos + int(self.codec_params["stages"]) + 1))
+
+    def _untiled(self) -> list:
+        return gpu_kernels().lattice_untile(self._tiled, self.out_features, self.in_features,
+                                            int(self.codec_params["stages"]))
+
+    def _untile(self) -> None:
+        """Put the stream payloads back from the tiles (before a move, a load, ...)."""
+        if self._tiled is None:
+            return
+        for i, p in zip(self._lattice_streams(), self._untiled()):
+            setattr(self, f"payload{i}", p)
+        self._tiled = None
+        self._lattice_prep = None
+
+    def _apply(self, fn, *args, **kwargs):
+        self._untile()  # the buffers move (or convert) as streams; the next CUDA forward tiles again
+        self._tile_unfit = False
+        return super()._apply(fn, *args, **kwargs)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self._tiled is not None:  # the file's streams, not the device layout
+            for i, p in zip(self._lattice_streams(), self._untiled()):
+                destination[prefix + f"payload{i}"] = p
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._untile()
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _reference_streams(self):
         from ..decoder import decode_payloads
@@ -340,8 +387,8 @@ class QuantizedLinear(nn.Module):
             self.check_finite()
         if self.codec_id == LATTICE_ID and m <= LATTICE_FUSED_MAX_BATCH:
             xt = g.rht_side(x2, tp["col_block"], tp["seed"], 1, True, out_dtype=torch.float16) if rht else x2.half()
-            yt = g.lattice_gemv(None, None, rows, cols, xt, prepared=self._lattice_args(g),
-                                tiled=self._lattice_tiled(g))
+            tiled = self._lattice_tiled(g)  # first: it empties the stream buffers the arguments would hold
+            yt = g.lattice_gemv(None, None, rows, cols, xt, prepared=self._lattice_args(g), tiled=tiled)
         elif fused:
             xt = g.rht_side(x2, tp["col_block"], tp["seed"], 1, True, out_dtype=torch.float32) if rht else x2.float()
             yt = g.trellis_gemv(self._payloads(), self.codec_params, rows, cols, xt)
@@ -350,8 +397,9 @@ class QuantizedLinear(nn.Module):
             if self.codec_id == TRELLIS_ID:
                 wt = g.trellis_decode(self._payloads(), self.codec_params, rows, cols, out=buf)
             elif self.codec_id == LATTICE_ID:
-                wt = g.lattice_decode(None, self.codec_params, rows, cols, out=buf, check=False,
-                                      prepared=self._lattice_args(g))
+                prep = None if self._tiled is not None else self._lattice_args(g)  # tiled: untiled for this call
+                wt = g.lattice_decode(self._payloads() if prep is None else None, self.codec_params, rows, cols,
+                                      out=buf, check=False, prepared=prep)
             elif self.codec_id == ECSQ_ID:
                 # values checked finite once (check_finite): no device sync here
                 wt, _ = g.ecsq_decode(self._payloads(), self.codec_params, rows, cols, out=buf, check=False)
@@ -365,28 +413,35 @@ class QuantizedLinear(nn.Module):
         return yt.to(x2.dtype)
 
     def _lattice_args(self, g) -> tuple:
-        """The lattice kernels' arguments, prepared once per device placement of the payloads."""
-        key = self.payload0.data_ptr()
+        """The lattice kernels' arguments, prepared once per placement of the payloads (with the
+        tiles, empty streams: the tiled product reads only the scales and tables from them)."""
+        raw = [getattr(self, f"payload{i}") for i in range(self.n_payloads)]
+        key = tuple(p.data_ptr() for p in raw) + (str(raw[-1].device), self._tiled is not None)
         c = getattr(self, "_lattice_prep", None)
         if c is None or c[0] != key:
-            c = (key, g.lattice_prepare(self._payloads(), self.codec_params))
+            c = (key, g.lattice_prepare(raw if self._tiled is not None else self._payloads(), self.codec_params))
             self._lattice_prep = c
         return c[1]
 
     def _lattice_tiled(self, g):
-        """The payload bytes in the fused kernel's tile order, built once per device placement
-        (None where LATTICE_TILED is off or the zero padding would exceed LATTICE_TILE_MAX_PAD)."""
-        if not LATTICE_TILED:
+        """The payload bytes in the fused kernel's tile order (None where LATTICE_TILED is off
+        or the zero padding would exceed LATTICE_TILE_MAX_PAD). Built once per placement; the
+        stream buffers are then emptied, so the device holds one copy."""
+        if not LATTICE_TILED or self._tile_unfit:
             return None
-        key = self.payload0.data_ptr()
-        c = getattr(self, "_lattice_tiles", None)
-        if c is None or c[0] != key:
+        if self._tiled is None:
             rows, cols, k = self.out_features, self.in_features, int(self.codec_params["stages"])
             ng = rows * -(-cols // 8) * (k + 1)
-            fits = g.lattice_tile_bytes(rows, cols, k) <= ng * (1 + g.LATTICE_TILE_MAX_PAD)
-            c = (key, g.lattice_tile(self._lattice_args(g), rows, cols) if fits else None)
-            self._lattice_tiles = c
-        return c[1]
+            if g.lattice_tile_bytes(rows, cols, k) > ng * (1 + g.LATTICE_TILE_MAX_PAD):
+                self._tile_unfit = True
+                return None
+            tiled = g.lattice_tile(g.lattice_prepare(self._payloads(), self.codec_params), rows, cols)
+            for i in self._lattice_streams():
+                p = getattr(self, f"payload{i}")
+                setattr(self, f"payload{i}", torch.empty(0, dtype=p.dtype, device=p.device))
+            self._tiled = tiled
+            self._lattice_prep = None
+        return self._tiled
 
     def _check_lattice_rows(self) -> None:
         """Spec 6.4.3: a non-finite row scale is payload_corrupt (checked once, on the device)."""
