@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--allocate", action="store_true",
                    help="choose a rate per tensor so that --bits is met on average with the least total proxy "
                         "error (automatic when --bits is not one of the codec's rates)")
+    h.add_argument("--allocate-weight", choices=["auto", "proxy", "fisher"], default="auto",
+                   help="what the allocation minimizes: the sum of relative proxy errors (proxy), or of the loss "
+                        "increases estimated from each layer's output sensitivity (fisher: needs an H file from "
+                        "calibrate --fisher-tokens); auto: fisher where the H file has sensitivities (default)")
     e.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="where the encoder's search runs: cpu (default) or cuda (the trellis codec's Viterbi "
                         "search on a GPU: the same file, much faster at large --trellis-L; needs torch with CUDA)")
@@ -87,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--ctx", type=int, default=2048, metavar="L", help="tokens per window (default 2048)")
     c.add_argument("--device", default="cpu", metavar="cpu|cuda", help="torch device (default cpu)")
     c.add_argument("--out", required=True, metavar="H.safetensors", help="the Hessian file to write")
+    c.add_argument("--fisher-tokens", type=int, default=0, metavar="N",
+                   help="also measure each layer's output sensitivity E[(d loss / d y)^2] with a backward pass over "
+                        "the first N tokens (for encode --allocate; default 0: none)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
 
     v = sub.add_parser("verify", help="check a .pvqc file's structure, checksums and decodability")
@@ -135,6 +142,7 @@ def cmd_encode(args) -> int:
     if args.ldlq_passes < 0:
         raise InputError(f"--ldlq-passes must be >= 0, got {args.ldlq_passes}")
     options.damp, options.ldlq_passes = args.damp, args.ldlq_passes
+    options.allocate_weight = args.allocate_weight
     if args.device != "cpu":
         if args.device not in getattr(codec, "encode_devices", ("cpu",)):
             raise InputError(f"--device {args.device}: the {args.codec} codec's encoder runs on the cpu only")
@@ -191,7 +199,7 @@ def cmd_encode(args) -> int:
                  "entropy": options.entropy,
                  **({"hessians": os.path.basename(args.hessians), "damp": options.damp,
                      "ldlq_passes": options.ldlq_passes} if hessians is not None else {}),
-                 **({"allocate": True} if plan is not None else {}),
+                 **({"allocate": plan.weighting} if plan is not None else {}),
                  **options.codec_options}, sort_keys=True),
         }
         if src.metadata:
@@ -201,6 +209,10 @@ def cmd_encode(args) -> int:
     _hessian_warnings(reports)
     if not args.quiet:
         print_encode_summary(reports, size, elapsed, plan is not None)
+        if plan is not None:
+            print("bit allocation: " + ("least summed loss increase estimated from each layer's output sensitivity "
+                                        "(--allocate-weight fisher)" if plan.weighting == "fisher"
+                                        else "least summed relative proxy error"))
     return 0
 
 
@@ -416,10 +428,12 @@ def cmd_calibrate(args) -> int:
     if not (args.device == "cpu" or args.device == "cuda" or args.device.startswith("cuda:")):
         raise InputError(f"--device must be cpu or cuda, got {args.device!r}")
     res = run_calibrate(args.model_dir, args.text, args.out, tokens=args.tokens, ctx=args.ctx, device=args.device,
-                        progress=not args.quiet)
+                        progress=not args.quiet, fisher_tokens=args.fisher_tokens)
     if not args.quiet:
         print(f"calibrated {len(res.weights)} weights ({len(res.moments)} distinct inputs) on {res.tokens:,} tokens "
-              f"in {res.seconds:.1f} s ({res.tokens_per_second:,.0f} tokens/s); wrote {args.out}")
+              f"in {res.seconds:.1f} s ({res.tokens_per_second:,.0f} tokens/s)"
+              + (f", output sensitivities on the first {res.fisher_tokens:,}" if res.fisher else "")
+              + f"; wrote {args.out}")
     return 0
 
 

@@ -35,6 +35,7 @@ class EncodeOptions:
     damp: float = 0.01  # Hessian-aware rounding: damping, times H's mean diagonal
     ldlq_passes: int = 2  # Hessian-aware rounding: passes of block coordinate descent after BlockLDLQ
     device: str = "cpu"  # where the codec's search runs: cpu, or cuda (codecs with `encode_devices`); same output
+    allocate_weight: str = "auto"  # bit allocation: weigh tensors by proxy, fisher, or auto (fisher if the H file has it)
 
 
 @dataclass

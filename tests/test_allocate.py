@@ -143,3 +143,71 @@ def test_meet_budget_downgrades_until_under(tmp_path):
     assert got in ([3.0, 3.0, 2.0], [3.0, 2.0, 2.0])
     # and it stopped as soon as the budget was met
     assert sum(8 * r.coded_bytes for r in reports) + 1024 > plan.budget
+
+
+def _toy_hessians(tmp_path, fisher):
+    """An H file for _toy's four tensors (identity-like H, one key each), with or without
+    output sensitivities."""
+    from pvqcodec.quantize.hessians import write_hessians
+
+    rng = np.random.default_rng(9)
+    moments, weights = {}, {}
+    for i in range(4):
+        x = rng.standard_normal((256, 64))
+        moments[f"l{i}.weight"] = (x.T @ x, x.sum(0), 256)
+        weights[f"l{i}.weight"] = f"l{i}.weight"
+    path = tmp_path / "h.safetensors"
+    write_hessians(path, moments, weights, tokens=256, ctx=64, model="toy",
+                   fisher=None if fisher is None else {f"l{i}.weight": f for i, f in enumerate(fisher)},
+                   fisher_tokens=0 if fisher is None else 256)
+    return path
+
+
+def test_fisher_weighting_moves_bits_to_sensitive_tensors(tmp_path):
+    """With output sensitivities the allocator minimizes the summed loss estimate F tr(E H E^T):
+    a tensor whose outputs matter 10^4 times more gets the highest rate, one that hardly
+    matters the lowest; without them (or with --allocate-weight proxy) the choice is the
+    relative-proxy one."""
+    from pvqcodec.encoder import EncodeOptions
+    from pvqcodec.quantize.allocate import plan_rates
+    from pvqcodec.quantize.hessians import load_hessians
+    from pvqcodec.safetensors_io import SafetensorsSource
+
+    src = SafetensorsSource.open(str(_toy(tmp_path)))
+    names = sorted(src.names)
+    opts = EncodeOptions(codec="lattice", bits=3.0)
+    with load_hessians(_toy_hessians(tmp_path, None)) as h:
+        base = plan_rates(src, names, opts, h)
+    assert base.weighting == "proxy"
+    with load_hessians(_toy_hessians(tmp_path, [1.0, 1e4, 1.0, 1e-4])) as h:
+        fw = plan_rates(src, names, opts, h)
+        assert fw.weighting == "fisher"
+        assert fw.rates["l1.weight"] == max(fw.rates.values()) > base.rates["l1.weight"]
+        assert fw.rates["l3.weight"] == min(fw.rates.values()) < base.rates["l3.weight"]
+        proxy = plan_rates(src, names, EncodeOptions(codec="lattice", bits=3.0, allocate_weight="proxy"), h)
+        assert proxy.weighting == "proxy" and proxy.rates == base.rates
+    with load_hessians(_toy_hessians(tmp_path, None)) as h, pytest.raises(InputError, match="fisher-tokens"):
+        plan_rates(src, names, EncodeOptions(codec="lattice", bits=3.0, allocate_weight="fisher"), h)
+    src.close()
+
+
+def test_output_fisher_metadata_is_checked(tmp_path):
+    import json
+
+    from pvqcodec.quantize.hessians import HessianFileError, load_hessians
+    from pvqcodec.safetensors_io import SafetensorsSource, write_safetensors
+
+    path = _toy_hessians(tmp_path, [1.0, 2.0, 3.0, 4.0])
+    with load_hessians(path) as h:
+        assert h.output_fisher("l2.weight") == 3.0 and h.output_fisher("nope") is None
+        assert h.info["fisher_tokens"] == 256
+    src = SafetensorsSource.open(str(path))
+    info = json.loads(src.metadata["pvqcodec.hessians"])
+    entries = [(n, src.info(n).dtype, tuple(src.info(n).shape), lambda n=n: np.array(src.read(n))) for n in src.names]
+    for bad in ({"l0.weight": -1.0}, {"l0.weight": float("nan")}, {"l0.weight": "x"}, [1.0]):
+        info["output_fisher"] = bad
+        out = tmp_path / "bad.safetensors"
+        write_safetensors(out, entries, {"pvqcodec.hessians": json.dumps(info)})
+        with pytest.raises(HessianFileError, match="output_fisher"):
+            load_hessians(out)
+    src.close()

@@ -102,6 +102,61 @@ def test_tied_lm_head_is_not_kept(tiny_model):
     assert "lm_head.weight" not in res.weights and len(res.weights) == 14 and res.tokens == 32
 
 
+def direct_fisher(model, windows):
+    """Every linear layer's mean squared output gradient of the summed next-token loss, from
+    outputs kept with retain_grad (not by backward hooks)."""
+    outs = defaultdict(list)
+
+    def keep(name):
+        def hook(module, args, y):
+            y.retain_grad()
+            outs[name].append(y)
+        return hook
+
+    handles = [mod.register_forward_hook(keep(name + ".weight"))
+               for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)]
+    acc = defaultdict(lambda: [0.0, 0])
+    try:
+        for w in windows:
+            outs.clear()
+            ids = torch.tensor([w])
+            emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+            logits = model(inputs_embeds=emb, use_cache=False).logits
+            torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum").backward()
+            for n, ys in outs.items():
+                for y in ys:
+                    acc[n][0] += float(y.grad.double().square().sum())
+                    acc[n][1] += y.numel()
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    return {n: a[0] / a[1] for n, a in acc.items()}
+
+
+def test_output_fisher_matches_direct_computation(tiny_model, tmp_path):
+    """calibrate --fisher-tokens: E[(d loss / d y)^2] per linear layer over the first windows
+    covering N tokens, stored in the H file's metadata; the H part is unchanged by it."""
+    d, model, tok = tiny_model
+    out, plain = tmp_path / "hf.safetensors", tmp_path / "h.safetensors"
+    args = ["calibrate", str(d), "--text", str(d / "calib.txt"), "--ctx", "24", "--tokens", "96", "-q"]
+    assert main(args + ["--fisher-tokens", "40", "--out", str(out)]) == 0
+    assert main(args + ["--out", str(plain)]) == 0
+    windows = token_windows(tok(TEXT, add_special_tokens=False)["input_ids"], 24, 96, tok.bos_token_id)
+    want = direct_fisher(model, windows[:2])  # 40 tokens: the first two windows of 24
+    h, h0 = load_hessians(out), load_hessians(plain)
+    assert h.info["fisher_tokens"] == 48 and h0.output_fisher("lm_head.weight") is None
+    assert set(h.info["output_fisher"]) == set(want)
+    for name, f in want.items():
+        assert f > 0 and h.output_fisher(name) == pytest.approx(f, rel=1e-6), name
+        np.testing.assert_allclose(h.get(name)[0], h0.get(name)[0], rtol=1e-6, atol=1e-9)
+    assert main(args + ["--fisher-tokens", "-1", "--out", str(out)]) == 1
+    flags = [p.requires_grad for p in model.parameters()]
+    res = calibrate(model, windows[:2], progress=False, fisher_tokens=10)  # one window: 24 tokens
+    assert res.fisher_tokens == 24 and set(res.fisher) == set(want)
+    assert [p.requires_grad for p in model.parameters()] == flags and all(p.grad is None for p in model.parameters())
+
+
 def test_model_without_linear_layers_is_a_clear_error(tiny_model):
     _, model, _ = tiny_model
     with pytest.raises(InputError, match="no linear layer to hook.*cannot be calibrated"):

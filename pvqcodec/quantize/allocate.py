@@ -1,5 +1,6 @@
 """Bit allocation: a rate per tensor so that the quantized tensors average `target` bits
-per weight and the sum of their relative proxy losses is least.
+per weight and the sum of their relative proxy losses is least (or, weighted by output
+sensitivity, the sum of their estimated loss increases: see `tensor_weights`).
 
 Each tensor t has measured rate-distortion points (bits_t(r), D_t(r)) at the codec's
 rates r: bits_t the tensor's coded size (payloads and parameter blocks), D_t the relative
@@ -251,6 +252,7 @@ class Plan:
     choice: list
     rates: dict  # name -> bits per weight
     budget: float
+    weighting: str = "proxy"  # what the distortions sum: "proxy" (relative) or "fisher" (loss estimate)
 
     def downgrade(self, over_bits: float):
         """The tensor to move one point down after the budget was missed by over_bits: the
@@ -272,6 +274,35 @@ class Plan:
         return self.names[t], self.points[t][i].rate
 
 
+def allocation_weighting(options, hessians, names: list) -> str:
+    """"fisher" where the tensors are weighed by output sensitivity, else "proxy":
+    options.allocate_weight is proxy, fisher (an error unless the H file has an H and a
+    sensitivity for every quantized tensor), or auto (fisher exactly when it has them)."""
+    mode = getattr(options, "allocate_weight", "auto") or "auto"
+    if mode not in ("auto", "proxy", "fisher"):
+        raise InputError(f"--allocate-weight must be auto, proxy or fisher, got {mode!r}")
+    if mode == "proxy" or hessians is None:
+        if mode == "fisher":
+            raise InputError("--allocate-weight fisher needs --hessians with output sensitivities "
+                             "(pvqcodec calibrate --fisher-tokens N)")
+        return "proxy"
+    known = set(hessians.weight_names())
+    lacking = [n for n in names if n not in known or hessians.output_fisher(n) is None]
+    have = bool(names) and not lacking  # one unit for every tensor, or none
+    if mode == "fisher" and not have:
+        raise InputError(f"--allocate-weight fisher: {hessians.path} has no H or no output sensitivity for "
+                         f"{lacking[0]!r} (calibrate with --fisher-tokens N)")
+    return "fisher" if have else "proxy"
+
+
+def tensor_weight(fisher: float, w: np.ndarray, H: np.ndarray) -> float:
+    """The factor turning a tensor's relative proxy D = tr(E H E^T) / tr(W H W^T) into the
+    second-order estimate of the loss it adds, F tr(E H E^T) (F: the output's mean squared loss
+    gradient; errors spread evenly over the outputs by the transform, so a mean suffices)."""
+    w = np.asarray(w, np.float64)
+    return float(fisher) * float(np.einsum("ij,jk,ik->", w, np.asarray(H, np.float64), w))
+
+
 def plan_rates(src, names: list, options, hessians=None, progress=None) -> Plan:
     """Measure every quantized tensor's RD points and allocate `options.bits` on average.
     src: a SafetensorsSource; hessians: a HessianSource or None; progress(weights) is
@@ -283,21 +314,26 @@ def plan_rates(src, names: list, options, hessians=None, progress=None) -> Plan:
     codec = codec_by_name(options.codec)
     target = float(options.bits)
     rates = candidate_rates(codec, target)
+    weighting = allocation_weighting(options, hessians, [n for n in names if quantizes(n, tuple(src.info(n).shape), options)])
     plan_names, numels, points = [], [], []
     for n in names:
         info = src.info(n)
         if not quantizes(n, tuple(info.shape), options):
             continue
         stored = src.read(n)
-        _, wp, transform, tparams = transformed_matrix(n, stored, info.dtype_name, options)
+        w, wp, transform, tparams = transformed_matrix(n, stored, info.dtype_name, options)
         Hp = None
         got = hessians.get(n) if hessians is not None else None
         if got is not None:
             Hp, _ = prepare_hessian(got[0], wp.shape[1], n, transform, tparams)
         # Without coordinate descent: it lowers every rate's proxy by a similar 0.05-0.5 dB
         # (bench/RESULTS.md), so the choice hardly depends on it, and it doubles the time.
-        points.append(measure_points(codec, wp, rates, options.codec_options, info.dtype_name, Hp,
-                                     damp=options.damp, passes=0, name=n))
+        pts = measure_points(codec, wp, rates, options.codec_options, info.dtype_name, Hp,
+                             damp=options.damp, passes=0, name=n)
+        if weighting == "fisher":
+            s = tensor_weight(hessians.output_fisher(n), w, got[0])
+            pts = [RDPoint(p.rate, p.bits, p.distortion * s) for p in pts]
+        points.append(pts)
         plan_names.append(n)
         numels.append(int(np.prod(matrix_view(tuple(info.shape)))))
         if progress:
@@ -315,4 +351,4 @@ def plan_rates(src, names: list, options, hessians=None, progress=None) -> Plan:
         extra = interpolated_rate(points, choice, numels, budget)
         if extra is not None:
             chosen[plan_names[extra[0]]] = extra[1]
-    return Plan(plan_names, numels, points, choice, chosen, budget)
+    return Plan(plan_names, numels, points, choice, chosen, budget, weighting)

@@ -12,6 +12,13 @@ strides, and every input is kept alive until the pass ends so that no two live i
 share storage. The first weight that reads an input in execution order names it. Only
 weights stored in the model's safetensors files are kept (a tied lm_head is not stored).
 
+With ``fisher_tokens`` (``--fisher-tokens``), the first windows covering that many tokens also
+run backward from the summed next-token cross-entropy, and a backward hook on every kept layer
+adds up the squares of the gradient at its output: F = E[(d loss / d y_i)^2] over tokens and
+output channels, one number per weight (the empirical Fisher of the layer's output, averaged).
+F times a layer's output error tr(E H E^T) is the second-order estimate of the loss it adds, which
+the bit allocator can weigh tensors by (`--allocate-weight`).
+
 Transformers is needed only here: `pip install "pvqcodec[calib]"`.
 """
 
@@ -35,6 +42,8 @@ class CalibrationResult:
     weights: dict  # weight name -> key
     tokens: int
     seconds: float
+    fisher: dict = None  # weight name -> E[(d loss / d y)^2] (with fisher_tokens), else None
+    fisher_tokens: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -117,8 +126,9 @@ def _linear_modules(model):
 
 
 def calibrate(model, windows: list[list[int]], *, stored_names: set[str] | None = None, progress: bool = True,
-              model_label: str = "model") -> CalibrationResult:
-    """Run ``windows`` of token ids through ``model`` and accumulate the inputs' second moments."""
+              model_label: str = "model", fisher_tokens: int = 0) -> CalibrationResult:
+    """Run ``windows`` of token ids through ``model`` and accumulate the inputs' second moments
+    (and, over the first windows covering ``fisher_tokens`` tokens, the layers' output Fisher)."""
     torch, _ = _import_transformers()
     from tqdm import tqdm
 
@@ -162,22 +172,51 @@ def calibrate(model, windows: list[list[int]], *, stored_names: set[str] | None 
 
         return hook
 
+    grads: dict[str, list] = {}  # weight name -> [sum of (d loss / d y)^2, output values seen]
+
+    def grad_hook_for(wname: str):
+        def hook(module, grad_input, grad_output):
+            g = grad_output[0]
+            if g is not None:
+                acc = grads.setdefault(wname, [0.0, 0])
+                acc[0] += float(g.detach().to(torch.float64).square().sum())
+                acc[1] += g.numel()
+        return hook
+
     handles = [m.register_forward_pre_hook(hook_for(w, n), with_kwargs=True) for w, m, n in mods]
     total = sum(len(w) for w in windows)
+    fisher_windows, used = 0, 0
+    while fisher_tokens > 0 and fisher_windows < len(windows) and used < fisher_tokens:
+        used += len(windows[fisher_windows])
+        fisher_windows += 1
+    if fisher_windows:
+        handles += [m.register_full_backward_hook(grad_hook_for(w)) for w, m, _ in mods]
+    was_trainable = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)  # gradients of the activations only
     t0 = time.perf_counter()
     try:
-        with torch.no_grad(), tqdm(total=total, unit="tok", unit_scale=True, desc="calibrate", disable=not progress or None,
-                                   file=sys.stderr) as bar:
-            for window in windows:
+        with tqdm(total=total, unit="tok", unit_scale=True, desc="calibrate", disable=not progress or None,
+                  file=sys.stderr) as bar:
+            for i, window in enumerate(windows):
                 live.clear()
                 ids = torch.tensor([window], dtype=torch.long, device=device)
-                model(input_ids=ids, use_cache=False)
+                if i < fisher_windows:
+                    # backward from the summed next-token loss; the input embeddings carry the graph
+                    emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+                    logits = model(inputs_embeds=emb, use_cache=False).logits
+                    loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), ids[0, 1:], reduction="sum")
+                    loss.backward()
+                else:
+                    with torch.no_grad():
+                        model(input_ids=ids, use_cache=False)
                 live.clear()
                 bar.update(len(window))
                 bar.set_postfix_str(f"{bar.n / max(time.perf_counter() - t0, 1e-9):.0f} tok/s", refresh=False)
     finally:
         for h in handles:
             h.remove()
+        for p, t in zip(model.parameters(), was_trainable):
+            p.requires_grad_(t)
         live.clear()
     seconds = time.perf_counter() - t0
     missing = [w for w, _, _ in mods if w not in key_of]
@@ -185,16 +224,25 @@ def calibrate(model, windows: list[list[int]], *, stored_names: set[str] | None 
         raise InputError(f"{model_label}: {len(missing)} linear layers never ran (e.g. {missing[0]}); "
                          f"cannot calibrate this model")
     moments = {k: (s[0].cpu().numpy(), s[1].cpu().numpy(), int(s[2])) for k, s in sums.items()}
-    return CalibrationResult(moments, dict(key_of), total, seconds)
+    fisher = None
+    if fisher_windows:
+        never = [w for w, _, _ in mods if w not in grads]
+        if never:
+            raise InputError(f"{model_label}: no gradient reached {never[0]} (and {len(never) - 1} more); "
+                             f"cannot measure output sensitivities of this model")
+        fisher = {w: g[0] / g[1] for w, g in grads.items()}
+    return CalibrationResult(moments, dict(key_of), total, seconds, fisher, used if fisher_windows else 0)
 
 
 def run_calibrate(model_dir: str, text_path: str, out: str, *, tokens: int | None, ctx: int, device: str,
-                  progress: bool = True) -> CalibrationResult:
+                  progress: bool = True, fisher_tokens: int = 0) -> CalibrationResult:
     """The `pvqcodec calibrate` command without its argument parsing."""
     from ..atomic import check_writable
 
     if tokens is not None and tokens < 2:
         raise InputError(f"--tokens must be at least 2, got {tokens}")
+    if fisher_tokens < 0:
+        raise InputError(f"--fisher-tokens must be at least 0, got {fisher_tokens}")
     check_writable(out)
     try:
         with open(text_path, encoding="utf-8") as fh:
@@ -211,7 +259,8 @@ def run_calibrate(model_dir: str, text_path: str, out: str, *, tokens: int | Non
     if not windows:
         raise InputError(f"{text_path}: too little text ({len(ids)} tokens) for a calibration window")
     res = calibrate(model, windows, stored_names=_stored_weight_names(model_dir), progress=progress,
-                    model_label=model_dir)
+                    model_label=model_dir, fisher_tokens=fisher_tokens)
     write_hessians(out, res.moments, res.weights, tokens=res.tokens, ctx=ctx,
-                   model=os.path.basename(os.path.normpath(model_dir)))
+                   model=os.path.basename(os.path.normpath(model_dir)), fisher=res.fisher,
+                   fisher_tokens=res.fisher_tokens)
     return res

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import abc
 import json
+import math
 import os
 import struct
 from typing import Mapping
@@ -70,6 +71,10 @@ class HessianSource(abc.ABC):
     path: str
     kind: str  # "hessians", "imatrix-legacy" or "imatrix-gguf"
     diagonal_only: bool
+
+    def output_fisher(self, weight_name: str) -> float | None:
+        """The layer's output sensitivity E[(d loss / d y)^2], where the file has one."""
+        return None
 
     @abc.abstractmethod
     def get(self, weight_name: str) -> tuple[np.ndarray, int] | None:
@@ -116,6 +121,11 @@ class FullHessians(HessianSource):
     def keys(self) -> list[str]:
         """The distinct inputs, each named by the first weight that reads it."""
         return sorted(set(self.weights.values()))
+
+    def output_fisher(self, weight_name: str) -> float | None:
+        """E[(d loss / d y)^2] of the layer's output (calibrate --fisher-tokens), or None."""
+        v = (self.info.get("output_fisher") or {}).get(weight_name)
+        return None if v is None else float(v)
 
     def mean(self, weight_name: str) -> np.ndarray | None:
         key = self.weights.get(weight_name)
@@ -169,6 +179,11 @@ def load_hessians(path) -> FullHessians:
         if not isinstance(weights, dict) or not weights or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in weights.items()):
             raise _bad(path, "metadata 'weights' must be a non-empty object of weight name -> input key")
+        fisher = info.get("output_fisher")
+        if fisher is not None and (not isinstance(fisher, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and math.isfinite(v) and v >= 0 for k, v in fisher.items())):
+            raise _bad(path, "metadata 'output_fisher' must be an object of weight name -> finite number >= 0")
         keys = set(weights.values())
         expected = {f"{p}:{k}" for k in keys for p in ("H", "mu", "count")}
         have = set(src.names)
@@ -193,7 +208,8 @@ def load_hessians(path) -> FullHessians:
 
 
 def write_hessians(path, moments: Mapping[str, tuple[np.ndarray, np.ndarray, int]], weights: Mapping[str, str],
-                   *, tokens: int, ctx: int, model: str) -> None:
+                   *, tokens: int, ctx: int, model: str, fisher: Mapping[str, float] | None = None,
+                   fisher_tokens: int = 0) -> None:
     """Write an H file atomically. ``moments``: key -> (sum of x x^T, sum of x, count), float64 sums.
 
     ``weights`` maps every weight name to the key of the input it reads. The file stores
@@ -216,9 +232,12 @@ def write_hessians(path, moments: Mapping[str, tuple[np.ndarray, np.ndarray, int
         entries += [(f"H:{k}", "F64", (n, n), h),
                     (f"mu:{k}", "F64", (n,), lambda sx=sx, count=count: np.asarray(sx, dtype=np.float64) / count),
                     (f"count:{k}", "I64", (1,), lambda count=count: np.array([count], dtype=np.int64))]
-    meta = {HESSIANS_METADATA_KEY: json.dumps(
-        {"format": HESSIANS_FORMAT, "weights": dict(sorted(weights.items())), "tokens": int(tokens),
-         "ctx": int(ctx), "model": str(model)}, sort_keys=True)}
+    info = {"format": HESSIANS_FORMAT, "weights": dict(sorted(weights.items())), "tokens": int(tokens),
+            "ctx": int(ctx), "model": str(model)}
+    if fisher is not None:  # optional: the layers' output sensitivities (calibrate --fisher-tokens)
+        info["output_fisher"] = {k: float(v) for k, v in sorted(fisher.items())}
+        info["fisher_tokens"] = int(fisher_tokens)
+    meta = {HESSIANS_METADATA_KEY: json.dumps(info, sort_keys=True)}
     write_safetensors(path, entries, meta)
 
 
