@@ -1,6 +1,6 @@
 """Bit allocation: a rate per tensor so that the quantized tensors average `target` bits
 per weight and the sum of their relative proxy losses is least (or, weighted by output
-sensitivity, the sum of their estimated loss increases: see `tensor_weights`).
+sensitivity, the sum of their estimated loss increases: see `tensor_weight`).
 
 Each tensor t has measured rate-distortion points (bits_t(r), D_t(r)) at the codec's
 rates r: bits_t the tensor's coded size (payloads and parameter blocks), D_t the relative
