@@ -377,17 +377,16 @@ __global__ void __launch_bounds__(v_warps(V) * 32, 1) lattice_gemv_kernel(
     };
     auto stagek = [&](auto jc, auto sc, const uint4& l0, const uint4& l1, uint32_t* h0, uint32_t* h1) {
         constexpr int J = decltype(jc)::value;
-        if (K16W && decltype(sc)::value == 3) {
-            lattice::stage_k_h2(lds32(K + 128, entry_off256<J>(l0, lane4)), h0);
-            lattice::stage_k_h2(lds32(K + 128, entry_off256<J>(l1, lane4)), h1);
-        } else if (K16) {
+        constexpr bool PAIRS = K16 && !(K16W && decltype(sc)::value == 3);  // else a word, converted here
+        const unsigned char* KW = K16W ? K + 128 : K;  // the word copies (k16a: beside the pairs)
+        if (PAIRS) {
             const uint4 k0 = *reinterpret_cast<const uint4*>(K + entry_off256<J>(l0, lane16));
             const uint4 k1 = *reinterpret_cast<const uint4*>(K + entry_off256<J>(l1, lane16));
             h0[0] = k0.x; h0[1] = k0.y; h0[2] = k0.z; h0[3] = k0.w;
             h1[0] = k1.x; h1[1] = k1.y; h1[2] = k1.z; h1[3] = k1.w;
         } else if (LEAN) {
-            lattice::stage_k_h2(lds32(K, entry_off256<J>(l0, lane4)), h0);
-            lattice::stage_k_h2(lds32(K, entry_off256<J>(l1, lane4)), h1);
+            lattice::stage_k_h2(lds32(KW, entry_off256<J>(l0, lane4)), h0);
+            lattice::stage_k_h2(lds32(KW, entry_off256<J>(l1, lane4)), h1);
         } else {
             lattice::stage_k_h2(lds32(K, entry_off<J>(l0, lane4)), h0);
             lattice::stage_k_h2(lds32(K, entry_off<J>(l1, lane4)), h1);

@@ -231,7 +231,7 @@ def calibrate(model, windows: list[list[int]], *, stored_names: set[str] | None 
             raise InputError(f"{model_label}: no gradient reached {never[0]} (and {len(never) - 1} more); "
                              f"cannot measure output sensitivities of this model")
         fisher = {w: g[0] / g[1] for w, g in grads.items()}
-    return CalibrationResult(moments, dict(key_of), total, seconds, fisher, used if fisher_windows else 0)
+    return CalibrationResult(moments, dict(key_of), total, seconds, fisher, used)
 
 
 def run_calibrate(model_dir: str, text_path: str, out: str, *, tokens: int | None, ctx: int, device: str,

@@ -152,9 +152,8 @@ class QuantizedLinear(nn.Module):
     def _payloads(self):
         """The payloads in stream order (a lattice module's tiled streams as temporaries)."""
         ps = [getattr(self, f"payload{i}") for i in range(self.n_payloads)]
-        if self._tiled is not None:
-            for i, p in zip(self._lattice_streams(), self._untiled()):
-                ps[i] = p
+        for i, p in self._untiled().items():
+            ps[i] = p
         return ps
 
     # ---- the lattice tiles: one copy of the payload on the device ---------------------------------
@@ -164,15 +163,17 @@ class QuantizedLinear(nn.Module):
         pos = 1 if self.codec_params["row_scales"] else 0
         return list(range(pos, pos + int(self.codec_params["stages"]) + 1))
 
-    def _untiled(self) -> list:
-        return gpu_kernels().lattice_untile(self._tiled, self.out_features, self.in_features,
-                                            int(self.codec_params["stages"]))
+    def _untiled(self) -> dict:
+        """Payload position -> stream, from the tiles (empty without them)."""
+        if self._tiled is None:
+            return {}
+        streams = gpu_kernels().lattice_untile(self._tiled, self.out_features, self.in_features,
+                                               int(self.codec_params["stages"]))
+        return dict(zip(self._lattice_streams(), streams))
 
     def _untile(self) -> None:
         """Put the stream payloads back from the tiles (before a move, a load, ...)."""
-        if self._tiled is None:
-            return
-        for i, p in zip(self._lattice_streams(), self._untiled()):
+        for i, p in self._untiled().items():
             setattr(self, f"payload{i}", p)
         self._tiled = None
         self._lattice_prep = None
@@ -184,9 +185,8 @@ class QuantizedLinear(nn.Module):
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self._tiled is not None:  # the file's streams, not the device layout
-            for i, p in zip(self._lattice_streams(), self._untiled()):
-                destination[prefix + f"payload{i}"] = p
+        for i, p in self._untiled().items():  # the file's streams, not the device layout
+            destination[prefix + f"payload{i}"] = p
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._untile()
@@ -398,8 +398,8 @@ class QuantizedLinear(nn.Module):
                 wt = g.trellis_decode(self._payloads(), self.codec_params, rows, cols, out=buf)
             elif self.codec_id == LATTICE_ID:
                 prep = None if self._tiled is not None else self._lattice_args(g)  # tiled: untiled for this call
-                wt = g.lattice_decode(self._payloads() if prep is None else None, self.codec_params, rows, cols,
-                                      out=buf, check=False, prepared=prep)
+                wt = g.lattice_decode(self._payloads(), self.codec_params, rows, cols, out=buf, check=False,
+                                      prepared=prep)
             elif self.codec_id == ECSQ_ID:
                 # values checked finite once (check_finite): no device sync here
                 wt, _ = g.ecsq_decode(self._payloads(), self.codec_params, rows, cols, out=buf, check=False)
